@@ -1,0 +1,81 @@
+"""The normalized message that travels through Pub/Sub: webhook -> transcriber -> responder.
+
+JSON in the message data; `message_id` and `type` also as attributes (functions-framework
+drops the ordering key and delivery attempt, so nothing we need may live only there).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from common.payload import Message
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    id: str
+    mime_type: str | None = None
+    sha256: str | None = None
+    voice: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_id: str
+    user: str  # stable user key: history, claims and the ordering key use it
+    to: str  # the address replies go to (phone number, else the business-scoped user id)
+    phone_number_id: str  # our business number that received the message
+    type: str  # Meta's message type (unknown types keep their raw name)
+    timestamp: int
+    text: str | None = None  # the user's words, or the transcript of a voice note
+    profile_name: str | None = None
+    context_id: str | None = None
+    media: MediaRef | None = None
+    transcript: bool = False  # text is the transcript of a voice note
+    transcription_error: str | None = None  # the voice note could not be transcribed: why
+    v: int = field(default=VERSION)
+
+    @classmethod
+    def from_message(cls, message: Message) -> Envelope:
+        media = message.media
+        return cls(
+            message_id=message.id,
+            user=message.user,
+            to=message.reply_to,
+            phone_number_id=message.phone_number_id,
+            type=message.raw_type,
+            timestamp=message.timestamp,
+            text=message.text,
+            profile_name=message.profile_name,
+            context_id=message.context_id,
+            media=MediaRef(media.id, media.mime_type, media.sha256, media.voice) if media else None,
+        )
+
+    def with_transcript(self, text: str) -> Envelope:
+        return replace(self, text=text, transcript=True, transcription_error=None)
+
+    def with_transcription_error(self, reason: str) -> Envelope:
+        return replace(self, text=None, transcript=True, transcription_error=reason)
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {"message_id": self.message_id, "type": self.type}
+
+    def to_bytes(self) -> bytes:
+        data = {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Envelope:
+        """Decode; raises ValueError on anything that is not a valid envelope."""
+        try:
+            raw: Any = json.loads(data)
+            known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}  # newer fields: ignore
+            media = known.pop("media", None)
+            return cls(**known, media=MediaRef(**media) if media else None)
+        except (TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a message envelope: {exc}") from exc

@@ -1,0 +1,46 @@
+"""HTTP entry point `webhook`: Meta's handshake (GET) and signed notifications (POST)."""
+
+from __future__ import annotations
+
+import functions_framework
+from flask import Request
+
+from common import config, log
+from common.envelope import Envelope
+from common.publisher import Publisher
+from common.webhook import Response, handshake, receive, reply
+
+_publisher: Publisher | None = None  # one Pub/Sub client per instance, created on first POST
+_warned_no_secret = False
+
+
+def _publish_all(items: list[tuple[str, Envelope]]) -> int:
+    global _publisher
+    if _publisher is None:
+        _publisher = Publisher()
+    return _publisher.publish_all(items)
+
+
+@functions_framework.http
+def webhook(request: Request) -> Response:
+    if request.method == "GET":
+        return handshake(request.args, config.get("WHATSAPP_VERIFY_TOKEN"))
+    if request.method != "POST":
+        body, status, headers = reply(405, status="error", reason=f"method {request.method} not allowed")
+        return body, status, {**headers, "Allow": "GET, POST"}
+
+    app_secret = config.get("WHATSAPP_APP_SECRET")
+    if not app_secret:
+        global _warned_no_secret
+        if not _warned_no_secret:
+            log.error("WHATSAPP_APP_SECRET is not set: refusing every POST until it is configured")
+            _warned_no_secret = True
+        return reply(500, status="error", reason="webhook is not configured")
+
+    limit = int(config.number("MAX_BODY_BYTES"))
+    if (request.content_length or 0) > limit:
+        return reply(413, status="error", reason=f"body over {limit} bytes")
+    raw_body = request.stream.read(limit + 1)  # exact bytes, never re-serialised
+    if len(raw_body) > limit:
+        return reply(413, status="error", reason=f"body over {limit} bytes")
+    return receive(raw_body, request.headers.get("X-Hub-Signature-256"), app_secret, _publish_all)

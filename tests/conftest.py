@@ -1,0 +1,59 @@
+"""Shared fixtures: the real emulators (started once per session), wiped before each test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from local import emulators as emu
+from tests.support.pubsub import Topics
+
+PROJECT = "whatsbot-test"
+APP_SECRET = "test-app-secret"
+VERIFY_TOKEN = "test-verify-token"
+TOPIC_AUDIO, TOPIC_TEXT = "test-audio", "test-text"
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[emu.Emulators]:
+    """Both emulators for the whole session; a missing install fails loudly, never skips."""
+    try:
+        both = emu.start_both()
+    except emu.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    saved = {k: os.environ.get(k) for k in [*both.env, "GOOGLE_CLOUD_PROJECT"]}
+    os.environ.update({**both.env, "GOOGLE_CLOUD_PROJECT": PROJECT})
+    try:
+        yield both
+    finally:
+        both.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def topics(emulators: emu.Emulators) -> Iterator[Topics]:
+    """A wiped emulator with the audio and text topics, each with a pull subscription."""
+    emulators.wipe(PROJECT)
+    topics = Topics(PROJECT)
+    topics.create(TOPIC_AUDIO, TOPIC_TEXT)
+    yield topics
+    topics.close()
+
+
+def function_env(emulators: emu.Emulators, **extra: str) -> dict[str, str]:
+    """The environment our functions get in tests: emulators, test secrets, test topics."""
+    return {
+        **emulators.env,
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "TOPIC_AUDIO": TOPIC_AUDIO,
+        "TOPIC_TEXT": TOPIC_TEXT,
+        **extra,
+    }

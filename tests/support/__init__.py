@@ -1,0 +1,1 @@
+"""Helpers for the test suite: Pub/Sub plumbing and signed webhook requests."""

@@ -1,0 +1,253 @@
+"""The webhook function, served by functions-framework, publishing to the Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from common.envelope import Envelope
+from common.signature import sign
+from local import emulators as emu
+from local.functions import FunctionProcess, serve
+from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, VERIFY_TOKEN, function_env
+from tests.support.meta import fixture, fixture_bytes, signed_headers
+from tests.support.pubsub import Topics
+
+
+@pytest.fixture(scope="module")
+def webhook(emulators: emu.Emulators) -> Iterator[FunctionProcess]:
+    function = serve("webhook", function_env(emulators))
+    yield function
+    function.stop()
+
+
+def post_fixture(webhook: FunctionProcess, name: str) -> requests.Response:
+    body = fixture_bytes(name)
+    return requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+
+
+def envelopes(received: list) -> list[Envelope]:
+    return [Envelope.from_bytes(r.data) for r in received]
+
+
+# --- the handshake ---------------------------------------------------------------------------
+
+
+def test_handshake_answers_the_challenge_as_plain_text(webhook: FunctionProcess) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"}
+    answer = requests.get(webhook.url, params=params, timeout=10)
+    assert answer.status_code == 200
+    assert answer.text == "1158201444"
+    assert answer.headers["Content-Type"].startswith("text/plain")
+
+
+def test_handshake_with_a_wrong_token_is_forbidden(webhook: FunctionProcess) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "42"}
+    answer = requests.get(webhook.url, params=params, timeout=10)
+    assert answer.status_code == 403
+    assert "42" not in answer.text
+    assert answer.json()["status"] == "error"
+
+
+def test_handshake_without_parameters_is_a_bad_request(webhook: FunctionProcess) -> None:
+    answer = requests.get(webhook.url, timeout=10)
+    assert answer.status_code == 400
+    assert "hub.challenge" in answer.json()["reason"]
+
+
+def test_other_methods_are_not_allowed(webhook: FunctionProcess) -> None:
+    answer = requests.put(webhook.url, data=b"{}", timeout=10)
+    assert answer.status_code == 405
+    assert answer.headers["Allow"] == "GET, POST"
+    assert answer.json()["status"] == "error"
+
+
+# --- what gets published ---------------------------------------------------------------------
+
+
+def test_text_is_published_to_the_text_topic(webhook: FunctionProcess, topics: Topics) -> None:
+    answer = post_fixture(webhook, "messages/text")
+    assert answer.status_code == 200
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
+    envelope = Envelope.from_bytes(received.data)
+    assert received.attributes == {"message_id": message["id"], "type": "text"}
+    assert received.ordering_key == message["from"] == envelope.user == envelope.to
+    assert envelope.text == message["text"]["body"]
+    assert envelope.phone_number_id == "106540352242922"
+    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+
+
+def test_voice_note_is_published_to_the_audio_topic(webhook: FunctionProcess, topics: Topics) -> None:
+    assert post_fixture(webhook, "messages/audio_voice").status_code == 200
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
+    envelope = Envelope.from_bytes(received.data)
+    audio = fixture("messages/audio_voice")["entry"][0]["changes"][0]["value"]["messages"][0]["audio"]
+    assert received.attributes["type"] == "audio"
+    assert envelope.media is not None
+    assert (envelope.media.id, envelope.media.voice) == (audio["id"], True)
+    assert envelope.media.mime_type == "audio/ogg; codecs=opus"
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
+
+
+def test_image_goes_to_the_text_topic_for_the_responder_to_answer(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    assert post_fixture(webhook, "messages/image").status_code == 200
+    [envelope] = envelopes(topics.pull(TOPIC_TEXT, expect=1))
+    assert envelope.type == "image"
+    assert envelope.media is not None
+
+
+def test_batch_publishes_one_envelope_per_message_and_none_for_statuses(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    body = fixture("batches/mixed_3_messages_2_statuses")
+    expected = {
+        m["id"]: m
+        for entry in body["entry"]
+        for change in entry["changes"]
+        for m in change["value"].get("messages", [])
+    }
+    assert len(expected) == 3
+    assert post_fixture(webhook, "batches/mixed_3_messages_2_statuses").status_code == 200
+    received = topics.pull(TOPIC_TEXT, expect=3)
+    assert sorted(r.attributes["message_id"] for r in received) == sorted(expected)
+    for item in received:
+        message = expected[item.attributes["message_id"]]
+        assert item.attributes["type"] == message["type"]
+        assert item.ordering_key == message["from"]
+    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+
+
+def test_audio_and_text_of_one_user_share_the_ordering_key(webhook: FunctionProcess, topics: Topics) -> None:
+    assert post_fixture(webhook, "batches/audio_and_text").status_code == 200
+    [text] = topics.pull(TOPIC_TEXT, expect=1)
+    [audio] = topics.pull(TOPIC_AUDIO, expect=1)
+    assert text.ordering_key == audio.ordering_key != ""
+
+
+@pytest.mark.parametrize(
+    "name", ["statuses/sent", "statuses/failed", "messages/reaction", "messages/system", "errors/value_error"]
+)
+def test_statuses_reactions_system_and_errors_are_acknowledged_not_published(
+    webhook: FunctionProcess, topics: Topics, name: str
+) -> None:
+    answer = post_fixture(webhook, name)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "published": 0}
+    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+
+
+def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess, topics: Topics) -> None:
+    answer = post_fixture(webhook, "batches/one_malformed")
+    assert answer.status_code == 200
+    assert len(topics.pull(TOPIC_TEXT, expect=1)) == 1
+    assert len(topics.pull(TOPIC_AUDIO, expect=1)) == 1
+    assert "skipped malformed item" in webhook.log_text()
+
+
+def test_business_scoped_user_is_keyed_on_the_user_id(webhook: FunctionProcess, topics: Topics) -> None:
+    assert post_fixture(webhook, "messages/text_user_id").status_code == 200
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    assert received.ordering_key == "US.13491208655302741918" == Envelope.from_bytes(received.data).to
+
+
+def test_logs_never_hold_message_text_or_full_numbers(webhook: FunctionProcess, topics: Topics) -> None:
+    assert post_fixture(webhook, "messages/text").status_code == 200
+    topics.pull(TOPIC_TEXT, expect=1)
+    message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
+    logs = webhook.log_text()
+    assert message["id"] in logs
+    assert message["text"]["body"] not in logs
+    assert message["from"] not in logs
+    assert APP_SECRET not in logs
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def post(webhook: FunctionProcess, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(webhook.url, data=body, headers=headers, timeout=30)
+
+
+def test_missing_signature_is_unauthorised(webhook: FunctionProcess, topics: Topics) -> None:
+    answer = post(webhook, fixture_bytes("messages/text"), {"Content-Type": "application/json"})
+    assert answer.status_code == 401
+    assert "X-Hub-Signature-256" in answer.json()["reason"]
+    assert topics.nothing_on(TOPIC_TEXT)
+
+
+def test_wrong_signature_is_forbidden(webhook: FunctionProcess, topics: Topics) -> None:
+    body = fixture_bytes("messages/text")
+    answer = post(webhook, body, signed_headers(body, "another-secret"))
+    assert answer.status_code == 403
+    assert topics.nothing_on(TOPIC_TEXT)
+
+
+def test_signature_over_a_reserialised_body_is_forbidden(webhook: FunctionProcess, topics: Topics) -> None:
+    original = fixture_bytes("messages/text")
+    reserialised = json.dumps(json.loads(original)).encode()  # same JSON, other bytes
+    assert reserialised != original
+    answer = post(webhook, original, {"X-Hub-Signature-256": sign(reserialised, APP_SECRET)})
+    assert answer.status_code == 403
+    assert topics.nothing_on(TOPIC_TEXT)
+
+
+def test_malformed_json_is_a_bad_request(webhook: FunctionProcess) -> None:
+    body = b'{"object": "whatsapp_business_account", "entry": ['
+    answer = post(webhook, body, signed_headers(body, APP_SECRET))
+    assert answer.status_code == 400
+    assert "JSON" in answer.json()["reason"]
+
+
+def test_other_objects_are_a_bad_request(webhook: FunctionProcess) -> None:
+    body = json.dumps({"object": "page", "entry": []}).encode()
+    answer = post(webhook, body, signed_headers(body, APP_SECRET))
+    assert answer.status_code == 400
+    assert "whatsapp_business_account" in answer.json()["reason"]
+
+
+def test_a_body_over_3_mb_is_refused_before_parsing(webhook: FunctionProcess) -> None:
+    body = b'{"object": "whatsapp_business_account", "pad": "' + b"x" * (4 * 1024 * 1024) + b'"}'
+    answer = post(webhook, body, signed_headers(body, APP_SECRET))
+    assert answer.status_code == 413
+    assert answer.json()["status"] == "error"
+
+
+def test_posts_are_refused_while_the_app_secret_is_unset(emulators: emu.Emulators) -> None:
+    function = serve("webhook", function_env(emulators, WHATSAPP_APP_SECRET=""))
+    try:
+        body = fixture_bytes("messages/text")
+        for _ in range(2):
+            answer = post(function, body, signed_headers(body, APP_SECRET))
+            assert answer.status_code == 500
+            assert answer.json()["reason"] == "webhook is not configured"
+        assert function.log_text().count("WHATSAPP_APP_SECRET is not set") == 1
+    finally:
+        function.stop()
+
+
+def test_publish_failure_answers_503_so_meta_retries(emulators: emu.Emulators) -> None:
+    """A Pub/Sub of its own, stopped before the POST: nothing can be confirmed, so no 200."""
+    own_pubsub = emu.start_pubsub(emu.find_jars())
+    own_pubsub.wait_ready()
+    env = function_env(emulators, PUBSUB_EMULATOR_HOST=own_pubsub.address, PUBLISH_TIMEOUT_SECONDS="2")
+    function = serve("webhook", env)
+    try:
+        own = Topics(PROJECT, host=own_pubsub.address)
+        own.create(TOPIC_TEXT)
+        own.close()
+        own_pubsub.stop()
+        answer = post_fixture(function, "messages/text")
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "error"
+        assert "publish failed" in function.log_text()
+    finally:
+        function.stop()
+        own_pubsub.stop()
