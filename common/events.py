@@ -1,0 +1,43 @@
+"""Decode the CloudEvent a Pub/Sub-triggered function receives into our envelope.
+
+Both shapes carry `data.message.data` (base64): Eventarc's CloudEvent on GCP, and the raw push
+body that functions-framework converts locally.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from common.envelope import Envelope
+
+
+class BadEvent(ValueError):
+    """Not a Pub/Sub message holding an envelope: retrying cannot help, so it is acked."""
+
+
+def envelope_from_event(data: Any) -> Envelope:
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("data"), str):
+        raise BadEvent("event has no message.data")
+    try:
+        raw = base64.b64decode(message["data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadEvent("message.data is not base64") from exc
+    try:
+        return Envelope.from_bytes(raw)
+    except ValueError as exc:
+        raise BadEvent(str(exc)) from exc
+
+
+def event_for(envelope: Envelope, subscription: str = "projects/p/subscriptions/s") -> dict[str, Any]:
+    """The raw Pub/Sub push body for an envelope (what Pub/Sub POSTs to a push endpoint)."""
+    return {
+        "message": {
+            "data": base64.b64encode(envelope.to_bytes()).decode(),
+            "attributes": envelope.attributes,
+            "messageId": envelope.message_id[-16:],
+        },
+        "subscription": subscription,
+    }

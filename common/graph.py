@@ -1,0 +1,127 @@
+"""WhatsApp Cloud (Graph) API client: send, mark read, media; errors decided on Meta's error code.
+
+One requests.Session per instance (keep-alive), timeouts on every call. A GraphError says
+whether a retry can help (`retriable`): the functions raise those for Pub/Sub to redeliver.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from common import config
+
+# Meta error codes a later attempt can fix (throttling, transient) and ones it cannot.
+RETRIABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
+TIMEOUT = (3.05, 20)  # (connect, read) seconds
+BSUID = re.compile(r"^[A-Z]{2}\.\w+$")  # business-scoped user id, e.g. US.13491208655302741918
+
+
+class GraphError(Exception):
+    """The Graph API refused or failed; `retriable` says whether Pub/Sub should redeliver."""
+
+    def __init__(self, status: int, code: int | None, title: str, retriable: bool) -> None:
+        super().__init__(f"Graph API {status} code={code} {title}")
+        self.status, self.code, self.title, self.retriable = status, code, title, retriable
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    url: str
+    mime_type: str
+    file_size: int | None
+    sha256: str | None
+
+
+def classify(status: int, body: Any) -> GraphError:
+    """Decide on error.code, not the HTTP status; no code: 5xx and 429 are retriable."""
+    error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    title = str(error.get("error_user_title") or error.get("message") or error.get("type") or "")[:200]
+    if code is not None and code in RETRIABLE_CODES:
+        retriable = True
+    elif code is not None and status < 500:
+        retriable = False
+    else:
+        retriable = status >= 500 or status == 429
+    return GraphError(status, code, title, retriable)
+
+
+class GraphClient:
+    def __init__(self, token: str | None = None, base: str | None = None, version: str | None = None) -> None:
+        self.token = token or config.get("WHATSAPP_TOKEN") or ""
+        base = (base or config.get("WHATSAPP_API_BASE") or "").rstrip("/")
+        self.root = f"{base}/{version or config.get('WHATSAPP_API_VERSION')}"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {self.token}"
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:  # timeouts, refused connections: try again later
+            raise GraphError(0, None, type(exc).__name__, retriable=True) from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise classify(response.status_code, body)
+        return response
+
+    def send_text(self, phone_number_id: str, to: str, body: str, reply_to: str | None = None) -> str:
+        """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "type": "text",
+            "text": {"body": body, "preview_url": False},
+        }
+        payload["recipient" if BSUID.match(to) else "to"] = to
+        if reply_to:
+            payload["context"] = {"message_id": reply_to}
+        answer = self._call("POST", f"{self.root}/{phone_number_id}/messages", json=payload).json()
+        messages = answer.get("messages") if isinstance(answer, dict) else None
+        return str(messages[0].get("id", "")) if messages else ""
+
+    def mark_read(self, phone_number_id: str, message_id: str, typing: bool = True) -> None:
+        """Blue ticks, and the typing indicator while the answer is being made (~25 s)."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        }
+        if typing:
+            payload["typing_indicator"] = {"type": "text"}
+        self._call("POST", f"{self.root}/{phone_number_id}/messages", json=payload)
+
+    def media_info(self, media_id: str) -> MediaInfo:
+        """The media's short-lived download url (~5 minutes), type and size."""
+        body = self._call("GET", f"{self.root}/{media_id}").json()
+        size = body.get("file_size")
+        return MediaInfo(
+            url=str(body["url"]),
+            mime_type=str(body.get("mime_type") or "application/octet-stream"),
+            file_size=int(size) if isinstance(size, (int, str)) and str(size).isdigit() else None,
+            sha256=body.get("sha256"),
+        )
+
+    def download(self, url: str, limit: int) -> bytes:
+        """Stream the media with the bearer token; stop as soon as it exceeds `limit` bytes."""
+        response = self._call("GET", url, stream=True)
+        chunks, total = [], 0
+        with response:
+            for chunk in response.iter_content(64 * 1024):
+                total += len(chunk)
+                if total > limit:
+                    raise MediaTooLarge(total, limit)
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class MediaTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"media of {size} bytes is over the {limit} byte limit")
+        self.size, self.limit = size, limit

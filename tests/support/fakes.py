@@ -1,0 +1,266 @@
+"""Loopback stand-ins for the services this machine cannot reach: the Graph API and OpenAI.
+
+Real HTTP servers on 127.0.0.1 that speak the wire formats, record every request and can be told
+to fail the next N calls (status + body + delay), so tests see exactly what went over the wire.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Failure:
+    path_contains: str
+    status: int
+    body: Any
+    times: int
+    delay: float = 0.0
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any = None  # dict -> JSON, bytes -> raw
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeServer:
+    """A threaded HTTP server whose subclasses implement `route(recorded) -> Answer`."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.failures: list[Failure] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def fail(
+        self, path_contains: str, status: int, body: Any = None, times: int = 1, delay: float = 0
+    ) -> None:
+        """Answer the next `times` requests whose path contains `path_contains` with this failure."""
+        with self.lock:
+            self.failures.append(Failure(path_contains, status, body, times, delay))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.failures.clear()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def route(self, request: Recorded) -> Answer:
+        raise NotImplementedError
+
+    def _answer(self, request: Recorded) -> Answer:
+        with self.lock:
+            self.requests.append(request)
+            for failure in self.failures:
+                if failure.times > 0 and failure.path_contains in request.path:
+                    failure.times -= 1
+                    break
+            else:
+                failure = None
+        if failure is not None:
+            time.sleep(failure.delay)
+            return Answer(failure.status, failure.body)
+        return self.route(request)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorded = Recorded(self.command, self.path, dict(self.headers.items()), body)
+                answer = server._answer(recorded)
+                payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+                self.send_response(answer.status)
+                content_type = "application/json" if not isinstance(answer.body, bytes) else "audio/ogg"
+                headers = {"Content-Type": content_type, **answer.headers}
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, *args: object) -> None:  # keep test output quiet
+                pass
+
+        return Handler
+
+
+def graph_error(code: int, message: str = "error", status: int = 400) -> dict[str, Any]:
+    """A Graph-style error body."""
+    return {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Afake"}}
+
+
+class FakeGraph(FakeServer):
+    """The parts of the WhatsApp Cloud API the functions use: send, mark read, media."""
+
+    def __init__(self, token: str = "test-whatsapp-token", version: str = "v25.0") -> None:
+        self.token, self.version = token, version
+        self.media: dict[str, tuple[bytes, str, int]] = {}  # id -> (bytes, mime type, declared size)
+        self._ids = itertools.count(1)
+        super().__init__()
+
+    def add_media(self, media_id: str, data: bytes, mime_type: str, declared_size: int | None = None) -> None:
+        self.media[media_id] = (data, mime_type, len(data) if declared_size is None else declared_size)
+
+    def sent(self) -> list[dict[str, Any]]:
+        """Every text message payload sent, in order of arrival."""
+        return [
+            r.json()
+            for r in list(self.requests)
+            if r.path.endswith("/messages") and r.json().get("type") == "text"
+        ]
+
+    def reads(self) -> list[dict[str, Any]]:
+        return [
+            r.json()
+            for r in list(self.requests)
+            if r.path.endswith("/messages") and r.json().get("status") == "read"
+        ]
+
+    def downloads(self) -> list[Recorded]:
+        return [r for r in list(self.requests) if r.path.startswith("/download/")]
+
+    def route(self, request: Recorded) -> Answer:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return Answer(401, graph_error(190, "Invalid OAuth access token."))
+        parts = request.path.strip("/").split("/")
+        if (
+            request.method == "POST"
+            and len(parts) == 3
+            and parts[0] == self.version
+            and parts[2] == "messages"
+        ):
+            payload = request.json()
+            if payload.get("status") == "read":
+                return Answer(200, {"success": True})
+            to = payload.get("to") or payload.get("recipient")
+            wamid = f"wamid.FAKE{next(self._ids):08d}"
+            return Answer(
+                200,
+                {
+                    "messaging_product": "whatsapp",
+                    "contacts": [{"input": to, "wa_id": to}],
+                    "messages": [{"id": wamid}],
+                },
+            )
+        if (
+            request.method == "GET"
+            and len(parts) == 2
+            and parts[0] == self.version
+            and parts[1] in self.media
+        ):
+            data, mime_type, size = self.media[parts[1]]
+            return Answer(
+                200,
+                {
+                    "messaging_product": "whatsapp",
+                    "url": f"{self.url}/download/{parts[1]}",
+                    "mime_type": mime_type,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "file_size": size,
+                    "id": parts[1],
+                },
+            )
+        if request.method == "GET" and parts[0] == "download" and parts[-1] in self.media:
+            return Answer(200, self.media[parts[-1]][0])
+        return Answer(404, graph_error(100, "Unsupported request"))
+
+
+def echo_model(messages: list[dict[str, Any]]) -> str:
+    """The default stand-in model: says what it was given, so tests can check the prompt."""
+    user_turns = [m["content"] for m in messages if m["role"] == "user"]
+    return f"echo: {user_turns[-1] if user_turns else ''} (turns seen: {len(messages)})"
+
+
+class FakeOpenAI(FakeServer):
+    """Chat completions and audio transcriptions, in OpenAI's wire format."""
+
+    def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = echo_model) -> None:
+        self.answer = answer
+        self.transcript = "a transcript from the fake"
+        super().__init__()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def chats(self) -> list[dict[str, Any]]:
+        return [r.json() for r in list(self.requests) if r.path.endswith("/chat/completions")]
+
+    def transcriptions(self) -> list[dict[str, Any]]:
+        """Each transcription request as its multipart fields: name -> (filename, bytes)."""
+        return [multipart_fields(r) for r in list(self.requests) if r.path.endswith("/audio/transcriptions")]
+
+    def route(self, request: Recorded) -> Answer:
+        if request.path.endswith("/chat/completions"):
+            body = request.json()
+            content = self.answer(body["messages"])
+            return Answer(
+                200,
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                },
+            )
+        if request.path.endswith("/audio/transcriptions"):
+            return Answer(200, {"text": self.transcript})
+        return Answer(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+
+def multipart_fields(request: Recorded) -> dict[str, tuple[str | None, bytes]]:
+    header = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser().parsebytes(header + request.body)
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
