@@ -7,6 +7,7 @@ to fail the next N calls (status + body + delay), so tests see exactly what went
 from __future__ import annotations
 
 import email.parser
+import email.policy
 import hashlib
 import itertools
 import json
@@ -24,6 +25,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 0  # what the fake answered
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -91,8 +93,11 @@ class FakeServer:
                 failure = None
         if failure is not None:
             time.sleep(failure.delay)
-            return Answer(failure.status, failure.body)
-        return self.route(request)
+            answer = Answer(failure.status, failure.body)
+        else:
+            answer = self.route(request)
+        request.status = answer.status
+        return answer
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -142,11 +147,11 @@ class FakeGraph(FakeServer):
         self.media[media_id] = (data, mime_type, len(data) if declared_size is None else declared_size)
 
     def sent(self) -> list[dict[str, Any]]:
-        """Every text message payload sent, in order of arrival."""
+        """Every text message accepted (2xx), in order of arrival."""
         return [
             r.json()
             for r in list(self.requests)
-            if r.path.endswith("/messages") and r.json().get("type") == "text"
+            if r.path.endswith("/messages") and r.status < 300 and r.json().get("type") == "text"
         ]
 
     def reads(self) -> list[dict[str, Any]]:
@@ -258,9 +263,30 @@ class FakeOpenAI(FakeServer):
 
 def multipart_fields(request: Recorded) -> dict[str, tuple[str | None, bytes]]:
     header = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
-    message = email.parser.BytesParser().parsebytes(header + request.body)
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(header + request.body)
     fields = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
     return fields
+
+
+class FakeGoogleSpeech(FakeServer):
+    """The Google Web Speech endpoint SpeechRecognition's `recognize_google` posts FLAC to."""
+
+    def __init__(self, transcript: str = "a transcript from the fake") -> None:
+        self.transcript = transcript
+        super().__init__()
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/speech-api/v2/recognize"
+
+    def route(self, request: Recorded) -> Answer:
+        if not request.path.startswith("/speech-api/v2/recognize"):
+            return Answer(404, {"error": "not found"})
+        alternatives = [{"transcript": self.transcript}] if self.transcript else []
+        result = [{"alternative": alternatives, "final": True}] if alternatives else []
+        lines = [{"result": []}, {"result": result, "result_index": 0}]  # the chunked shape Google sends
+        body = "\n".join(json.dumps(line) for line in lines) + "\n"
+        return Answer(200, body.encode(), {"Content-Type": "application/json; charset=utf-8"})

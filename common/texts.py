@@ -1,0 +1,72 @@
+"""What the bot says when it is not the model speaking; every text can be set in the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import config
+from common.envelope import Envelope
+
+DEFAULTS = {
+    "SYSTEM_PROMPT": "You are a helpful assistant answering on WhatsApp. Be concise and friendly.",
+    "VOICE_PROMPT": (
+        "Please summarize the following voice message in its original language "
+        "as a list of bullet points:\n\n{transcript}"
+    ),
+    "HELP_TEXT": (
+        "I answer text messages and voice notes. Commands:\n"
+        "/reset - forget our conversation and start over\n"
+        "/help - show this message"
+    ),
+    "RESET_TEXT": "Done: I have forgotten our conversation. What would you like to talk about?",
+    "UNSUPPORTED_TEXT": (
+        "Sorry, I can only read text messages and listen to voice notes. "
+        "Please type your question or send a voice note."
+    ),
+    "VOICE_FAILED_TEXT": "Sorry, I could not understand that voice note. Could you send it again or type it?",
+    "MODEL_ERROR_TEXT": "Sorry, I could not answer that just now. Please try again in a moment.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    system_prompt: str
+    voice_prompt: str
+    voice_mode: str  # "summary" (the seed's behaviour) or "conversation"
+    help: str
+    reset: str
+    unsupported: str
+    voice_failed: str
+    model_error: str
+    empty_answer: str = "…"
+
+    @classmethod
+    def from_env(cls) -> Texts:
+        def text(name: str) -> str:
+            return (config.get(name) or DEFAULTS[name]).replace("\\n", "\n")
+
+        return cls(
+            system_prompt=text("SYSTEM_PROMPT"),
+            voice_prompt=text("VOICE_PROMPT"),
+            voice_mode=(config.get("VOICE_MODE") or "summary").lower(),
+            help=text("HELP_TEXT"),
+            reset=text("RESET_TEXT"),
+            unsupported=text("UNSUPPORTED_TEXT"),
+            voice_failed=text("VOICE_FAILED_TEXT"),
+            model_error=text("MODEL_ERROR_TEXT"),
+        )
+
+    def voice_turn(self, transcript: str) -> str:
+        """The user's turn for a voice note: a summary request, or the words themselves."""
+        if self.voice_mode == "conversation":
+            return transcript
+        if "{transcript}" in self.voice_prompt:
+            return self.voice_prompt.replace("{transcript}", transcript)
+        return f"{self.voice_prompt}\n\n{transcript}"
+
+    def canned_reply(self, envelope: Envelope) -> str:
+        if envelope.transcription_error:
+            return self.voice_failed
+        if envelope.type == "text" and (envelope.text or "").strip().lower() == "/help":
+            return self.help
+        return self.unsupported

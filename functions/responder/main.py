@@ -1,0 +1,30 @@
+"""Pub/Sub entry point `respond`: one reply per message, exactly once (see common/responder.py)."""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from common import log
+from common.events import BadEvent, envelope_from_event
+from common.responder import Responder, RetryLater
+
+_responder: Responder | None = None  # clients created once per instance, on first use
+
+
+@functions_framework.cloud_event
+def respond(event: CloudEvent) -> None:
+    """Return = ack. Raise = nack: Pub/Sub redelivers (only for what a retry can fix)."""
+    global _responder
+    try:
+        envelope = envelope_from_event(event.data)
+    except BadEvent as exc:
+        log.error("dropped an undecodable event", reason=str(exc), event_id=event.get("id"))
+        return
+    if _responder is None:
+        _responder = Responder()
+    try:
+        _responder.handle(envelope)
+    except RetryLater as exc:
+        log.warning("will be redelivered", message_id=envelope.message_id, reason=str(exc))
+        raise

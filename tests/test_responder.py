@@ -1,0 +1,359 @@
+"""The responder, served by functions-framework, on the Firestore emulator and loopback Graph/OpenAI."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+import requests
+from google.cloud import firestore
+
+from common.chunks import units
+from common.claims import Claims, doc_id
+from common.envelope import Envelope, MediaRef
+from common.events import event_for
+from common.texts import DEFAULTS
+from local import emulators as emu
+from local.functions import FunctionProcess, serve
+from tests.conftest import PROJECT, function_env
+from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
+
+BUSINESS = "106540352242922"
+LEASE_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[FakeGraph]:
+    server = FakeGraph()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def responder(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    env = function_env(
+        emulators,
+        WHATSAPP_TOKEN=graph.token,
+        WHATSAPP_API_BASE=graph.url,
+        OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY="test-openai-key",
+        OPENAI_MODEL="test-model",
+        HISTORY_MAX_TURNS="100",
+        HISTORY_MAX_CHARS="100000",
+        CLAIM_LEASE_SECONDS=str(LEASE_SECONDS),
+    )
+    function = serve("responder", env)
+    yield function
+    function.stop()
+
+
+@pytest.fixture
+def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
+    """A wiped Firestore and fresh stand-ins for every test."""
+    emu.wipe_firestore(emulators.firestore, PROJECT)
+    graph.reset()
+    model.reset()
+    model.answer = echo_model
+    client = firestore.Client(project=PROJECT)
+    yield client
+    client.close()
+
+
+def text(words: str, user: str = "15550001111", **changes: object) -> Envelope:
+    envelope = Envelope(
+        message_id=f"wamid.{uuid.uuid4().hex}",
+        user=user,
+        to=user,
+        phone_number_id=BUSINESS,
+        type="text",
+        timestamp=int(time.time()),
+        text=words,
+    )
+    return replace(envelope, **changes)
+
+
+def deliver(function: FunctionProcess, envelope: Envelope) -> int:
+    """POST the Pub/Sub push body; 2xx = ack, 500 = the function raised (redelivery)."""
+    return requests.post(function.url, json=event_for(envelope), timeout=60).status_code
+
+
+def stored_turns(db: firestore.Client, user: str) -> list[dict]:
+    return (db.collection("conversations").document(doc_id(user)).get().to_dict() or {}).get("turns", [])
+
+
+def test_a_text_is_answered_once_quoted_after_a_read_receipt(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = text("What is the capital of France?")
+    assert deliver(responder, envelope) == 200
+    [sent] = graph.sent()
+    assert sent["to"] == envelope.to
+    assert sent["context"] == {"message_id": envelope.message_id}
+    assert sent["text"]["body"] == "echo: What is the capital of France? (turns seen: 2)"
+    [read] = graph.reads()
+    assert read["message_id"] == envelope.message_id
+    assert read["typing_indicator"] == {"type": "text"}
+    [chat] = model.chats()
+    assert chat["model"] == "test-model"
+    assert chat["messages"][0] == {"role": "system", "content": DEFAULTS["SYSTEM_PROMPT"]}
+
+
+def test_the_next_turn_carries_the_history(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    first, second = text("My name is Ada."), text("What is my name?")
+    assert deliver(responder, first) == 200
+    assert deliver(responder, second) == 200
+    prompt = model.chats()[1]["messages"]
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
+    assert prompt[1]["content"] == "My name is Ada."
+    assert prompt[2]["content"] == graph.sent()[0]["text"]["body"]
+    assert len(stored_turns(db, first.user)) == 4
+
+
+def test_the_same_envelope_three_times_is_answered_once(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = text("hello")
+    assert [deliver(responder, envelope) for _ in range(3)] == [200, 200, 200]
+    assert len(graph.sent()) == 1
+    assert len(model.chats()) == 1
+
+
+def test_concurrent_redeliveries_give_one_reply(
+    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    envelope = text("hello at once")
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda _: deliver(responder, envelope), range(3)))
+    assert codes.count(200) >= 1
+    assert set(codes) <= {200, 500}  # a loser whose rival still holds the lease asks to be retried
+    assert deliver(responder, envelope) == 200
+    assert len(graph.sent()) == 1
+
+
+def test_a_claim_abandoned_by_a_crash_is_taken_over_after_the_lease(
+    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    envelope = text("are you there?")
+    # A crashed attempt: it claimed the message, then died before answering.
+    Claims(db, lease=timedelta(seconds=LEASE_SECONDS), ttl=timedelta(days=1)).claim(envelope.message_id)
+    assert deliver(responder, envelope) == 500  # the lease is still live: retry later
+    assert graph.sent() == []
+    time.sleep(LEASE_SECONDS + 0.5)
+    assert deliver(responder, envelope) == 200
+    assert len(graph.sent()) == 1
+
+
+def test_twenty_concurrent_messages_from_one_user_keep_every_turn(
+    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    envelopes = [text(f"message number {i}") for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda e: deliver(responder, e), envelopes))
+    assert codes == [200] * 20
+    turns = stored_turns(db, envelopes[0].user)
+    assert len(turns) == 40
+    assert {t.get("messageId") for t in turns if t["role"] == "user"} == {e.message_id for e in envelopes}
+    assert len(graph.sent()) == 20
+
+
+def test_reset_clears_only_the_senders_history(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    alice, bob = "15550002222", "15550003333"
+    assert deliver(responder, text("I am Alice", user=alice)) == 200
+    assert deliver(responder, text("I am Bob", user=bob)) == 200
+    assert deliver(responder, text("  /RESET  ", user=alice)) == 200
+    assert graph.sent()[-1]["text"]["body"] == DEFAULTS["RESET_TEXT"]
+    assert stored_turns(db, alice) == []
+    assert len(stored_turns(db, bob)) == 2
+    assert deliver(responder, text("who am I?", user=alice)) == 200
+    assert [m["role"] for m in model.chats()[-1]["messages"]] == ["system", "user"]
+
+
+def test_help_answers_without_the_model(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    assert deliver(responder, text("/Help ")) == 200
+    assert graph.sent()[0]["text"]["body"] == DEFAULTS["HELP_TEXT"]
+    assert model.chats() == []
+
+
+def test_a_long_answer_arrives_in_ordered_parts(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    long_answer = " ".join(
+        f"Sentence number {i} says something about 🌍 and the weather." for i in range(170)
+    )
+    long_answer = long_answer[:10_000]
+    assert len(long_answer) == 10_000
+    model.answer = lambda messages: long_answer
+    envelope = text("tell me everything")
+    assert deliver(responder, envelope) == 200
+    parts = [s["text"]["body"] for s in graph.sent()]
+    assert len(parts) == 3
+    assert all(units(p) <= 4096 for p in parts)
+    assert "".join(parts) == long_answer
+    assert graph.sent()[0]["context"] == {"message_id": envelope.message_id}
+
+
+def test_openai_500_then_success_gives_one_reply(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    model.fail("/chat/completions", 500, {"error": {"message": "boom", "type": "server_error"}})
+    assert deliver(responder, text("hi")) == 200
+    assert len(model.chats()) == 2
+    assert len(graph.sent()) == 1
+
+
+def test_openai_400_gets_an_apology_and_no_retry_loop(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    error = {
+        "error": {"message": "Invalid model", "type": "invalid_request_error", "code": "model_not_found"}
+    }
+    model.fail("/chat/completions", 400, error, times=5)
+    envelope = text("hi")
+    assert deliver(responder, envelope) == 200
+    assert len(model.chats()) == 1
+    assert graph.sent()[0]["text"]["body"] == DEFAULTS["MODEL_ERROR_TEXT"]
+    assert deliver(responder, envelope) == 200  # a redelivery changes nothing
+    assert len(model.chats()) == 1
+
+
+def test_an_over_long_context_is_trimmed_and_tried_once_more(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    for i in range(3):
+        assert deliver(responder, text(f"turn {i}")) == 200
+    error = {
+        "error": {
+            "message": "maximum context length",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        }
+    }
+    model.fail("/chat/completions", 400, error)
+    assert deliver(responder, text("and now?")) == 200
+    full, trimmed = model.chats()[-2:]
+    assert len(full["messages"]) == 8
+    assert len(trimmed["messages"]) == 4
+    assert graph.sent()[-1]["text"]["body"].startswith("echo: and now?")
+
+
+def test_model_down_raises_for_redelivery_and_answers_later(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    model.fail("/chat/completions", 503, {"error": {"message": "overloaded"}}, times=3)  # all SDK retries
+    envelope = text("anyone?")
+    assert deliver(responder, envelope) == 500
+    assert graph.sent() == []
+    assert deliver(responder, envelope) == 200  # redelivered at once: the claim was released
+    assert len(graph.sent()) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(503, {"error": {"message": "unavailable"}}), (400, graph_error(130429, "Rate limit hit"))],
+)
+def test_graph_retriable_errors_are_retried_and_the_stored_reply_resent(
+    responder: FunctionProcess,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+    status: int,
+    body: dict,
+) -> None:
+    graph.fail("/messages", 200, {"success": True})  # the read receipt passes
+    graph.fail("/messages", status, body)
+    envelope = text("hi there")
+    assert deliver(responder, envelope) == 500
+    assert deliver(responder, envelope) == 200
+    [sent] = graph.sent()
+    assert sent["text"]["body"].startswith("echo: hi there")
+    assert len(model.chats()) == 1  # the redelivery resent the stored reply
+
+
+def test_graph_131047_is_logged_and_acknowledged(
+    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    graph.fail("/messages", 200, {"success": True})
+    graph.fail("/messages", 400, graph_error(131047, "Re-engagement message"))
+    envelope = text("late reply")
+    assert deliver(responder, envelope) == 200
+    assert deliver(responder, envelope) == 200
+    assert len([r for r in graph.requests if r.path.endswith("/messages")]) == 2  # read + one send
+    assert "131047" in responder.log_text()
+
+
+def test_an_image_gets_the_polite_reply(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db
+) -> None:
+    envelope = text("", type="image", text=None, media=MediaRef("media-1", "image/jpeg"))
+    assert deliver(responder, envelope) == 200
+    assert graph.sent()[0]["text"]["body"] == DEFAULTS["UNSUPPORTED_TEXT"]
+    assert model.chats() == []
+
+
+def test_a_reaction_gets_no_reply(responder: FunctionProcess, graph: FakeGraph, db: firestore.Client) -> None:
+    assert deliver(responder, text("", type="reaction", text=None)) == 200
+    assert graph.requests == []
+
+
+def test_a_button_reply_is_read_as_the_user_words(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    assert deliver(responder, text("Yes, book it", type="interactive")) == 200
+    assert model.chats()[0]["messages"][-1] == {"role": "user", "content": "Yes, book it"}
+
+
+def test_a_voice_transcript_is_summarised_by_default(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = text("remind me to call my mother", type="audio", transcript=True)
+    assert deliver(responder, envelope) == 200
+    asked = model.chats()[0]["messages"][-1]["content"]
+    assert asked.startswith("Please summarize the following voice message")
+    assert asked.endswith("remind me to call my mother")
+
+
+def test_a_failed_transcription_gets_an_apology(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = text("", type="audio", text=None, transcript=True, transcription_error="no speech")
+    assert deliver(responder, envelope) == 200
+    assert graph.sent()[0]["text"]["body"] == DEFAULTS["VOICE_FAILED_TEXT"]
+    assert model.chats() == []
+
+
+def test_an_undecodable_event_is_acknowledged(responder: FunctionProcess, graph: FakeGraph, db) -> None:
+    push = {
+        "message": {"data": "bm90IGpzb24=", "messageId": "1"},
+        "subscription": "projects/p/subscriptions/s",
+    }
+    assert requests.post(responder.url, json=push, timeout=10).status_code == 200
+    assert graph.requests == []
+    assert "dropped an undecodable event" in responder.log_text()
+
+
+def test_logs_hold_no_message_text_or_full_numbers(responder: FunctionProcess, db: firestore.Client) -> None:
+    envelope = text("my secret plans", user="15559998888")
+    assert deliver(responder, envelope) == 200
+    logs = responder.log_text()
+    assert envelope.message_id in logs
+    assert "my secret plans" not in logs
+    assert "15559998888" not in logs
+    assert "test-openai-key" not in logs
