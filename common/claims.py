@@ -1,10 +1,10 @@
 """Exactly-once replies: a message id is claimed in Firestore before any side effect.
 
-`create()` is atomic across instances, so only one attempt owns a fresh message. A claim moves
-working → sending (with the reply stored, in the same commit as the history) and stays there:
-a redelivery of a message whose reply went out is acknowledged without acting. A `working`
-claim older than the lease belongs to a crashed attempt and is taken over; a failed send puts
-the claim back to `answered` so the next attempt sends the stored reply, no new model call.
+`create()` is atomic across instances, so one attempt owns a fresh message. The claim stays
+`working` under a lease while the reply is made and sent, then becomes `done`; a redelivery of
+a done message is acknowledged without acting. A `working` claim whose lease has run out was
+left by a crashed (or failed) attempt and is taken over; the taker resends the reply already
+stored in the history (see responder.py) from the first part that did not go out.
 """
 
 from __future__ import annotations
@@ -19,25 +19,24 @@ from google.api_core import exceptions
 from google.cloud import firestore
 
 COLLECTION = "claims"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class State(enum.StrEnum):
-    WORKING = "working"  # claimed; nothing sent yet
-    ANSWERED = "answered"  # reply known and stored; sending it failed, send again
-    SENDING = "sending"  # reply handed to the Graph API: never send again
+    WORKING = "working"
+    DONE = "done"
 
 
 class Outcome(enum.Enum):
-    OWNED = "owned"  # ours from scratch
-    RESUME = "resume"  # ours, with a stored reply still to send
-    DONE = "done"  # already answered: acknowledge
+    OWNED = "owned"  # a fresh claim: ours
+    TAKEN_OVER = "taken_over"  # an abandoned claim: ours now, maybe with parts already sent
+    DONE = "done"  # answered before: acknowledge
     BUSY = "busy"  # another attempt holds a live lease: retry later
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     outcome: Outcome
-    reply: str | None = None
     parts_sent: int = 0
 
 
@@ -54,51 +53,44 @@ class Claims:
         return self.db.collection(COLLECTION).document(doc_id(message_id))
 
     def claim(self, message_id: str) -> Claim:
+        """1 write for a fresh message; a transaction (1 read, ≤ 1 write) for a redelivery."""
         now = datetime.now(UTC)
         try:
-            self.ref(message_id).create(self._working(message_id, now))  # 1 write, no read
+            self.ref(message_id).create(self._working(message_id, now, parts_sent=0))
             return Claim(Outcome.OWNED)
         except exceptions.Conflict:
             return self._take_over(message_id, now)
 
-    def _working(self, message_id: str, now: datetime) -> dict[str, Any]:
+    def _working(self, message_id: str, now: datetime, parts_sent: int) -> dict[str, Any]:
         return {
             "messageId": message_id,
             "state": State.WORKING.value,
             "leaseUntil": now + self.lease,
+            "partsSent": parts_sent,
             "expireAt": now + self.ttl,
         }
 
     def _take_over(self, message_id: str, now: datetime) -> Claim:
-        """Someone claimed it before: finished, live, crashed, or waiting for a resend."""
         ref = self.ref(message_id)
 
         @firestore.transactional
         def decide(transaction: firestore.Transaction) -> Claim:
             snapshot = ref.get(transaction=transaction)
             data = snapshot.to_dict() or {}
-            state = data.get("state")
-            if state == State.SENDING:
+            if data.get("state") == State.DONE:
                 return Claim(Outcome.DONE)
-            if state == State.ANSWERED:
-                transaction.update(ref, {"state": State.SENDING.value})
-                return Claim(Outcome.RESUME, data.get("reply"), int(data.get("partsSent", 0)))
             lease_until = data.get("leaseUntil")
             if snapshot.exists and lease_until and lease_until > now:
                 return Claim(Outcome.BUSY)
-            transaction.set(ref, self._working(message_id, now))
-            return Claim(Outcome.OWNED)
+            parts_sent = int(data.get("partsSent") or 0)
+            transaction.set(ref, self._working(message_id, now, parts_sent))
+            return Claim(Outcome.TAKEN_OVER, parts_sent)
 
         return decide(self.db.transaction())
 
-    def sending(self, message_id: str, reply: str) -> dict[str, Any]:
-        """The claim fields that say: this reply is going out (written with the history)."""
-        return {"state": State.SENDING.value, "reply": reply, "partsSent": 0}
+    def done(self, message_id: str) -> None:
+        self.ref(message_id).update({"state": State.DONE.value})
 
-    def send_failed(self, message_id: str, parts_sent: int) -> None:
-        """The Graph API failed mid-way: the next attempt resends from part `parts_sent`."""
-        self.ref(message_id).update({"state": State.ANSWERED.value, "partsSent": parts_sent})
-
-    def release(self, message_id: str) -> None:
-        """Give up a `working` claim (a retriable failure before anything was sent)."""
-        self.ref(message_id).delete()
+    def release(self, message_id: str, parts_sent: int = 0) -> None:
+        """End the lease now (a retriable failure), so the redelivery takes over at once."""
+        self.ref(message_id).update({"leaseUntil": EPOCH, "partsSent": parts_sent})

@@ -1,8 +1,9 @@
 """Per-user conversation history in Firestore, within a budget of turns and characters.
 
-One document per user: {turns: [{role, content, messageId}], expireAt}. Appends are atomic
-server-side array unions, so concurrent messages from one user lose nothing; the same commit
-moves the message's claim to `sending` (see claims.py).
+One document per user: {turns: [{role, content, messageId}], expireAt}. One write per turn:
+a server-side array union, so concurrent messages of one user never overwrite each other; when
+the budget must drop old turns, the trimmed list is written with a precondition on the version
+that was read, and falls back to the union (trimming next time) if another turn came first.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions
 from google.cloud import firestore
 
 from common.claims import doc_id
@@ -26,13 +28,26 @@ class Budget:
 
     def trim(self, turns: list[Turn]) -> list[Turn]:
         """Drop the oldest turns until both limits hold; the newest turn is always kept."""
-        kept = turns[-self.max_turns :] if self.max_turns > 0 else []
+        kept = turns[-self.max_turns :] if self.max_turns > 0 else turns[-1:]
         total = sum(len(t["content"]) for t in kept)
         while len(kept) > 1 and total > self.max_chars:
             total -= len(kept.pop(0)["content"])
         if kept and kept[0]["role"] == "assistant" and len(kept) > 1:
             kept = kept[1:]  # a conversation starts with the user
         return kept
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    turns: list[Turn]
+    version: Any  # the document's update time, for a conditional write; None if it does not exist
+
+    def reply_to(self, message_id: str) -> str | None:
+        """The stored answer to a message, if an earlier attempt got that far."""
+        for turn in reversed(self.turns):
+            if turn.get("role") == "assistant" and turn.get("messageId") == message_id:
+                return turn["content"]
+        return None
 
 
 class History:
@@ -42,38 +57,26 @@ class History:
     def ref(self, user: str) -> firestore.DocumentReference:
         return self.db.collection(COLLECTION).document(doc_id(user))
 
-    def load(self, user: str) -> list[Turn]:
-        """The stored turns (1 read); the prompt is built from these."""
-        data = self.ref(user).get().to_dict() or {}
-        return [t for t in data.get("turns", []) if isinstance(t, dict) and "content" in t]
+    def load(self, user: str) -> Conversation:
+        snapshot = self.ref(user).get()  # 1 read
+        data = snapshot.to_dict() or {}
+        turns = [
+            t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
+        ]
+        return Conversation(turns, snapshot.update_time if snapshot.exists else None)
 
-    def append(
-        self,
-        user: str,
-        stored: list[Turn],
-        new_turns: list[Turn],
-        claim_ref: firestore.DocumentReference,
-        claim_fields: dict[str, Any],
-    ) -> None:
-        """Append turns and update the claim in one atomic batch: no read, no contention.
-
-        ArrayUnion appends server-side, so concurrent messages of one user never overwrite each
-        other (a read-modify-write transaction would, or would abort under contention). What the
-        budget drops is removed with ArrayRemove, computed from the turns loaded for the prompt.
-        """
+    def append(self, user: str, conversation: Conversation, new_turns: list[Turn]) -> None:
+        """Add the new turns in 1 write; trim to the budget when the document has not moved."""
         ref, now = self.ref(user), datetime.now(UTC)
-        kept = self.budget.trim([*stored, *new_turns])
-        dropped = [t for t in stored if t not in kept]
-        batch = self.db.batch()
-        batch.set(ref, {"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl}, merge=True)
-        if dropped:
-            batch.update(ref, {"turns": firestore.ArrayRemove(dropped)})
-        batch.update(claim_ref, claim_fields)
-        batch.commit()
+        kept = self.budget.trim([*conversation.turns, *new_turns])
+        if conversation.version is not None and len(kept) < len(conversation.turns) + len(new_turns):
+            try:
+                option = self.db.write_option(last_update_time=conversation.version)
+                ref.update({"turns": kept, "expireAt": now + self.ttl}, option=option)
+                return
+            except exceptions.FailedPrecondition:
+                pass  # another turn landed since we read: append now, trim next time
+        ref.set({"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl}, merge=True)
 
-    def reset(self, user: str, claim_ref: firestore.DocumentReference, claim_fields: dict[str, Any]) -> None:
-        """Forget the user's conversation; the claim update goes in the same commit."""
-        batch = self.db.batch()
-        batch.delete(self.ref(user))
-        batch.update(claim_ref, claim_fields)
-        batch.commit()
+    def reset(self, user: str) -> None:
+        self.ref(user).delete()

@@ -1,7 +1,8 @@
 """One reply per message: claim → read receipt → words → model → store → send.
 
-Firestore per text turn: 1 read (the history for the prompt) and 3 writes (the claim's
-create; then the history append and the claim → sending in one atomic batch).
+Firestore per text turn: 1 read (the history) and 3 writes (claim create, history, claim done).
+The reply is in the history before it is sent, so an attempt that takes over a crashed one
+resends it instead of asking the model again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from google.cloud import firestore
 
 from common import config, log, texts
 from common.chunks import split_text
-from common.claims import Claim, Claims, Outcome
+from common.claims import Claims, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
 from common.history import Budget, History, Turn
@@ -56,40 +57,37 @@ class Responder:
             return
         if claim.outcome is Outcome.BUSY:
             raise RetryLater("another attempt holds the claim")
-        if claim.outcome is Outcome.RESUME:
-            log.info("resending a stored reply", **fields)
-            self._send(envelope, claim)
-            return
+        if claim.outcome is Outcome.TAKEN_OVER:
+            log.warning("taking over an abandoned claim", **fields, parts_sent=claim.parts_sent)
         self._mark_read(envelope)
         try:
             reply = self._answer(envelope)
         except Exception:
-            self.claims.release(envelope.message_id)  # nothing was sent: let the retry start afresh
+            self.claims.release(envelope.message_id, claim.parts_sent)  # let the retry start at once
             raise
-        log.info("answered", **fields, chars=len(reply))
-        self._send(envelope, Claim(Outcome.OWNED, reply))
+        self._send(envelope, reply, claim.parts_sent)
+        self.claims.done(envelope.message_id)
 
     def _answer(self, envelope: Envelope) -> str:
-        """Decide the reply and store it (with the history) before anything is sent."""
-        claim_ref = self.claims.ref(envelope.message_id)
+        """Decide the reply; a model's reply is stored with the history before it is sent."""
         command = (envelope.text or "").strip().lower() if envelope.type == "text" else ""
         if command == "/reset":
-            reply = self.texts.reset
-            self.history.reset(envelope.user, claim_ref, self.claims.sending(envelope.message_id, reply))
-            return reply
+            self.history.reset(envelope.user)
+            return self.texts.reset
         user_words = self._user_words(envelope)
         if user_words is None:
-            reply = self.texts.canned_reply(envelope)
-            claim_ref.update(self.claims.sending(envelope.message_id, reply))
-            return reply
-        turns = self.history.load(envelope.user)
-        reply = self._ask_model(turns, user_words)
+            return self.texts.canned_reply(envelope)
+        conversation = self.history.load(envelope.user)
+        stored = conversation.reply_to(envelope.message_id)
+        if stored is not None:  # an earlier attempt answered but did not finish sending
+            return stored
+        reply = self._ask_model(conversation.turns, user_words)
         new_turns: list[Turn] = [
             {"role": "user", "content": user_words, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
         ]
-        sending = self.claims.sending(envelope.message_id, reply)
-        self.history.append(envelope.user, turns, new_turns, claim_ref, sending)
+        self.history.append(envelope.user, conversation, new_turns)
+        log.info("answered", message_id=envelope.message_id, chars=len(reply))
         return reply
 
     def _user_words(self, envelope: Envelope) -> str | None:
@@ -120,12 +118,12 @@ class Responder:
             return self.texts.model_error
         return reply or self.texts.empty_answer
 
-    def _send(self, envelope: Envelope, claim: Claim) -> None:
-        """Send the parts in order from `claim.parts_sent`; on failure remember how far we got."""
-        parts = split_text(claim.reply or self.texts.empty_answer)
-        sent = claim.parts_sent
+    def _send(self, envelope: Envelope, reply: str, parts_sent: int) -> None:
+        """Send the parts in order from `parts_sent`; on failure remember how far we got."""
+        parts = split_text(reply or self.texts.empty_answer)
+        sent = parts_sent
         try:
-            for index in range(sent, len(parts)):
+            for index in range(parts_sent, len(parts)):
                 quote = envelope.message_id if index == 0 else None
                 self.graph.send_text(envelope.phone_number_id, envelope.to, parts[index], reply_to=quote)
                 sent = index + 1
@@ -134,7 +132,7 @@ class Responder:
             if not exc.retriable:
                 log.error("reply not deliverable: acknowledged", **fields, title=exc.title)
                 return
-            self.claims.send_failed(envelope.message_id, sent)
+            self.claims.release(envelope.message_id, sent)
             log.warning("sending failed: Pub/Sub will redeliver", **fields, parts_sent=sent)
             raise RetryLater(str(exc)) from exc
         log.info("reply sent", message_id=envelope.message_id, parts=len(parts))

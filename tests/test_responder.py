@@ -357,3 +357,27 @@ def test_logs_hold_no_message_text_or_full_numbers(responder: FunctionProcess, d
     assert "my secret plans" not in logs
     assert "15559998888" not in logs
     assert "test-openai-key" not in logs
+
+
+def test_the_budget_trims_the_stored_history(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    env = function_env(
+        emulators,
+        WHATSAPP_TOKEN=graph.token,
+        WHATSAPP_API_BASE=graph.url,
+        OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY="test-openai-key",
+        HISTORY_MAX_TURNS="4",
+    )
+    small = serve("responder", env)
+    try:
+        envelopes = [text(f"message {i}") for i in range(4)]
+        for envelope in envelopes:
+            assert deliver(small, envelope) == 200
+    finally:
+        small.stop()
+    turns = stored_turns(db, envelopes[0].user)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
+    assert [t["content"] for t in turns if t["role"] == "user"] == ["message 2", "message 3"]
+    assert len(model.chats()[-1]["messages"]) == 1 + 4 + 1  # system, the budget, the new turn
