@@ -12,6 +12,9 @@ from typing import Any
 
 from common.envelope import Envelope
 
+# Pub/Sub adds these attributes when it forwards a message to a dead-letter topic.
+DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
+
 
 class BadEvent(ValueError):
     """Not a Pub/Sub message holding an envelope: retrying cannot help, so it is acked."""
@@ -29,6 +32,13 @@ def envelope_from_event(data: Any) -> Envelope:
         return Envelope.from_bytes(raw)
     except ValueError as exc:
         raise BadEvent(str(exc)) from exc
+
+
+def is_dead_lettered(data: Any) -> bool:
+    """True for a delivery from the dead-letter topic: every retry has been spent."""
+    message = data.get("message") if isinstance(data, dict) else None
+    attributes = message.get("attributes") if isinstance(message, dict) else None
+    return isinstance(attributes, dict) and DEAD_LETTER_ATTRIBUTE in attributes
 
 
 def event_for(envelope: Envelope, subscription: str = "projects/p/subscriptions/s") -> dict[str, Any]:

@@ -68,6 +68,20 @@ class Responder:
         self._send(envelope, reply, claim.parts_sent)
         self.claims.done(envelope.message_id)
 
+    def give_up(self, envelope: Envelope) -> None:
+        """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
+        claim = self.claims.claim(envelope.message_id)
+        if claim.outcome is Outcome.DONE:
+            return
+        if claim.outcome is Outcome.BUSY:
+            raise RetryLater("an attempt is still working on it")
+        stored = None
+        if self._user_words(envelope) is not None:
+            stored = self.history.load(envelope.user).reply_to(envelope.message_id)
+        log.error("giving up after every retry: apologising", message_id=envelope.message_id)
+        self._send(envelope, stored or self.texts.model_error, claim.parts_sent if stored else 0)
+        self.claims.done(envelope.message_id)
+
     def _answer(self, envelope: Envelope) -> str:
         """Decide the reply; a model's reply is stored with the history before it is sent."""
         command = (envelope.text or "").strip().lower() if envelope.type == "text" else ""

@@ -6,7 +6,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from common import log
-from common.events import BadEvent, envelope_from_event
+from common.events import BadEvent, envelope_from_event, is_dead_lettered
 from common.responder import Responder, RetryLater
 
 _responder: Responder | None = None  # clients created once per instance, on first use
@@ -24,7 +24,10 @@ def respond(event: CloudEvent) -> None:
     if _responder is None:
         _responder = Responder()
     try:
-        _responder.handle(envelope)
+        if is_dead_lettered(event.data):
+            _responder.give_up(envelope)
+        else:
+            _responder.handle(envelope)
     except RetryLater as exc:
         log.warning("will be redelivered", message_id=envelope.message_id, reason=str(exc))
         raise

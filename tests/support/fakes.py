@@ -41,6 +41,15 @@ class Failure:
 
 
 @dataclass
+class Hook:
+    """Something to do when a request arrives (e.g. kill the caller: a crash at that step)."""
+
+    matches: Callable[[Recorded], bool]
+    action: Callable[[], None]
+    after_answer: bool  # False: before answering (the request never succeeds); True: after
+
+
+@dataclass
 class Answer:
     status: int
     body: Any = None  # dict -> JSON, bytes -> raw
@@ -53,6 +62,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.failures: list[Failure] = []
+        self.hooks: list[Hook] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -70,10 +80,26 @@ class FakeServer:
         with self.lock:
             self.failures.append(Failure(path_contains, status, body, times, delay))
 
+    def on(
+        self, matches: Callable[[Recorded], bool], action: Callable[[], None], after_answer: bool = False
+    ) -> None:
+        """Run `action` once, on the next request that `matches`."""
+        with self.lock:
+            self.hooks.append(Hook(matches, action, after_answer))
+
+    def _take_hook(self, request: Recorded, after_answer: bool) -> Hook | None:
+        with self.lock:
+            for hook in self.hooks:
+                if hook.after_answer == after_answer and hook.matches(request):
+                    self.hooks.remove(hook)
+                    return hook
+        return None
+
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
             self.failures.clear()
+            self.hooks.clear()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -109,6 +135,13 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 recorded = Recorded(self.command, self.path, dict(self.headers.items()), body)
+                hook = server._take_hook(recorded, after_answer=False)
+                if hook is not None:
+                    hook.action()
+                    recorded.status = 599  # the caller is gone: nothing was accepted
+                    server.requests.append(recorded)
+                    self.close_connection = True
+                    return
                 answer = server._answer(recorded)
                 payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
                 self.send_response(answer.status)
@@ -120,6 +153,10 @@ class FakeServer:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+                    self.wfile.flush()
+                hook = server._take_hook(recorded, after_answer=True)
+                if hook is not None:
+                    hook.action()
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
@@ -160,6 +197,10 @@ class FakeGraph(FakeServer):
             for r in list(self.requests)
             if r.path.endswith("/messages") and r.json().get("status") == "read"
         ]
+
+    @staticmethod
+    def is_text_send(request: Recorded) -> bool:
+        return request.path.endswith("/messages") and request.json().get("type") == "text"
 
     def downloads(self) -> list[Recorded]:
         return [r for r in list(self.requests) if r.path.startswith("/download/")]
