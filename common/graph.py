@@ -99,7 +99,13 @@ class GraphClient:
 
     def media_info(self, media_id: str) -> MediaInfo:
         """The media's short-lived download url (~5 minutes), type and size."""
-        body = self._call("GET", f"{self.root}/{media_id}").json()
+        response = self._call("GET", f"{self.root}/{media_id}")
+        try:
+            body = response.json()
+        except ValueError as exc:  # a proxy's error page, a cut-off answer: try again later
+            raise GraphError(response.status_code, None, "media info is not JSON", retriable=True) from exc
+        if not isinstance(body, dict) or not body.get("url"):
+            raise GraphError(response.status_code, None, "media info has no url", retriable=False)
         size = body.get("file_size")
         return MediaInfo(
             url=str(body["url"]),
@@ -113,11 +119,14 @@ class GraphClient:
         response = self._call("GET", url, stream=True)
         chunks, total = [], 0
         with response:
-            for chunk in response.iter_content(64 * 1024):
-                total += len(chunk)
-                if total > limit:
-                    raise MediaTooLarge(total, limit)
-                chunks.append(chunk)
+            try:
+                for chunk in response.iter_content(64 * 1024):
+                    total += len(chunk)
+                    if total > limit:
+                        raise MediaTooLarge(total, limit)
+                    chunks.append(chunk)
+            except requests.RequestException as exc:  # cut off or stalled mid-stream: try again later
+                raise GraphError(0, None, type(exc).__name__, retriable=True) from exc
         return b"".join(chunks)
 
 

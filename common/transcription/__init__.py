@@ -1,0 +1,11 @@
+"""Voice note → text for the transcriber function: media fetch, decoding, and the speech backends.
+
+`Transcriber.run(envelope)` returns the envelope to publish (a transcript or a transcription
+failure) and raises only what a redelivery can fix. Heavy libraries (openai, soundfile, pydub,
+speech_recognition, numpy) are imported inside the code path that needs them.
+"""
+
+from common.transcription.errors import Failed, Unavailable
+from common.transcription.transcriber import Transcriber
+
+__all__ = ["Failed", "Transcriber", "Unavailable"]

@@ -1,0 +1,149 @@
+"""The speech backends chosen by TRANSCRIBE_BACKEND: `openai`, `google` and `sphinx` (offline).
+
+Each one turns `Audio` into text, raises Failed for what a retry cannot fix and Unavailable for
+what it can. Each imports its library when it is built, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Protocol
+
+from common import config, log
+from common.transcription import decode
+from common.transcription.errors import NO_SPEECH, REJECTED, Failed, Unavailable
+from common.transcription.media import Audio
+
+OPENAI_TIMEOUT = 60.0  # seconds per request (OPENAI_TIMEOUT_SECONDS): audio takes longer than chat
+OPENAI_MAX_RETRIES = 2  # the SDK's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
+GOOGLE_TIMEOUT = 30  # seconds; SpeechRecognition waits forever by default
+
+
+class Backend(Protocol):
+    name: str
+
+    def transcribe(self, audio: Audio) -> str: ...
+
+
+class OpenAIBackend:
+    """OpenAI's transcription API: the bytes go as they are, OGG/Opus named `voice.ogg`."""
+
+    name = "openai"
+
+    def __init__(
+        self, model: str, timeout: float = OPENAI_TIMEOUT, retries: int = OPENAI_MAX_RETRIES
+    ) -> None:
+        import openai  # reads OPENAI_API_KEY and OPENAI_BASE_URL itself
+
+        self.openai, self.model = openai, model
+        self.client = openai.OpenAI(timeout=timeout, max_retries=retries)
+
+    def transcribe(self, audio: Audio) -> str:
+        openai = self.openai
+        if audio.format.openai_ext:  # no conversion: OpenAI reads OGG/Opus, m4a and mp3 as sent
+            upload = (f"voice.{audio.format.openai_ext}", audio.data, audio.format.mime_type)
+        else:  # AMR and raw AAC are not accepted: re-encode (the only conversion on this path)
+            upload = ("voice.ogg", decode.to_ogg_opus(audio), "audio/ogg")
+        try:
+            result = self.client.audio.transcriptions.create(model=self.model, file=upload)
+        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
+            raise Unavailable(f"openai: {type(exc).__name__}") from exc  # timeouts are connection errors
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise Unavailable(f"openai: HTTP {exc.status_code}") from exc
+            raise Failed(REJECTED, f"openai: HTTP {exc.status_code} {type(exc).__name__}") from exc
+        text = (getattr(result, "text", None) or "").strip()
+        if not text:
+            raise Failed(NO_SPEECH, "openai returned an empty transcript")
+        return text
+
+
+class _SpeechRecognitionBackend:
+    """Shared by google and sphinx: decode to 16 kHz PCM, then hand it to SpeechRecognition."""
+
+    name = ""
+
+    def __init__(self, max_seconds: float) -> None:
+        with warnings.catch_warnings():  # aifc and audioop are deprecated on 3.11-3.12
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import speech_recognition
+
+        self.sr, self.max_seconds = speech_recognition, max_seconds
+        self.recognizer = speech_recognition.Recognizer()
+
+    def transcribe(self, audio: Audio) -> str:
+        pcm = decode.pcm16k(audio, self.max_seconds)
+        if decode.loudest_dbfs(pcm) < decode.SILENCE_DBFS:
+            raise Failed(NO_SPEECH, "silence")
+        try:
+            text = self.recognize(self.sr.AudioData(pcm, decode.RATE, 2))
+        except self.sr.UnknownValueError as exc:
+            raise Failed(NO_SPEECH, f"{self.name}: nothing recognised") from exc
+        if not text.strip():
+            raise Failed(NO_SPEECH, f"{self.name}: empty transcript")
+        return text.strip()
+
+    def recognize(self, data: Any) -> str:
+        raise NotImplementedError
+
+
+class GoogleBackend(_SpeechRecognitionBackend):
+    """SpeechRecognition's Google Web Speech recognizer, in TRANSCRIBE_LANGUAGE."""
+
+    name = "google"
+
+    def __init__(self, language: str, max_seconds: float, endpoint: str | None = None) -> None:
+        super().__init__(max_seconds)
+        self.language, self.endpoint = language, endpoint
+        self.recognizer.operation_timeout = GOOGLE_TIMEOUT
+
+    def recognize(self, data: Any) -> str:
+        extra = {"endpoint": self.endpoint} if self.endpoint else {}
+        try:
+            return self.recognizer.recognize_google(data, language=self.language, **extra)
+        except self.sr.RequestError as exc:
+            # SpeechRecognition wraps urllib's errors; a 4xx other than 429 will not heal.
+            status = getattr(exc.__context__, "code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status != 429:
+                raise Failed(REJECTED, f"google: HTTP {status}") from exc
+            raise Unavailable(f"google: {exc}") from exc
+
+
+class SphinxBackend(_SpeechRecognitionBackend):
+    """Offline CMU Sphinx with the US English model that ships inside the pocketsphinx wheel."""
+
+    name = "sphinx"
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__(max_seconds)
+        import pocketsphinx
+
+        root = os.path.join(pocketsphinx.get_model_path(), "en-us")
+        self.model = (
+            os.path.join(root, "en-us"),  # acoustic model
+            os.path.join(root, "en-us.lm.bin"),  # language model
+            os.path.join(root, "cmudict-en-us.dict"),  # pronunciation dictionary
+        )
+
+    def recognize(self, data: Any) -> str:
+        return self.recognizer.recognize_sphinx(data, language=self.model)
+
+
+def from_env() -> Backend:
+    """The backend TRANSCRIBE_BACKEND names (default `openai`); an unknown name is a config error."""
+    name = (config.get("TRANSCRIBE_BACKEND", "openai") or "").lower()
+    max_seconds = config.number("MAX_AUDIO_SECONDS", 300)
+    if name == "openai":
+        return OpenAIBackend(
+            config.get("TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe") or "",
+            timeout=config.number("OPENAI_TIMEOUT_SECONDS", OPENAI_TIMEOUT),
+            retries=int(config.number("OPENAI_MAX_RETRIES", OPENAI_MAX_RETRIES)),
+        )
+    if name == "google":
+        return GoogleBackend(config.get("TRANSCRIBE_LANGUAGE", "en-US") or "en-US", max_seconds)
+    if name == "sphinx":
+        if (config.get("TRANSCRIBE_LANGUAGE") or "en").lower()[:2] != "en":
+            log.warning("sphinx only knows English: TRANSCRIBE_LANGUAGE is ignored")
+        return SphinxBackend(max_seconds)
+    raise RuntimeError(f"TRANSCRIBE_BACKEND must be openai, google or sphinx, not {name!r}")

@@ -1,0 +1,54 @@
+"""One voice note's way to text: fetch → backend → the envelope to publish on the text topic."""
+
+from __future__ import annotations
+
+import time
+
+from common import config, log
+from common.envelope import Envelope
+from common.graph import GraphClient
+from common.transcription import backends, media
+from common.transcription.errors import NO_MEDIA, Failed
+
+MAX_AUDIO_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio
+
+
+class Transcriber:
+    """One per instance: a Graph client and a backend, both reused across events."""
+
+    def __init__(self, graph: GraphClient, backend: backends.Backend, max_bytes: int) -> None:
+        self.graph, self.backend, self.max_bytes = graph, backend, max_bytes
+
+    @classmethod
+    def from_env(cls) -> Transcriber:
+        max_bytes = int(config.number("MAX_AUDIO_BYTES", MAX_AUDIO_BYTES))
+        return cls(GraphClient(), backends.from_env(), max_bytes)
+
+    def run(self, envelope: Envelope) -> Envelope:
+        """The transcript envelope, or a failure envelope the responder apologises for.
+
+        Raises (GraphError with `retriable`, Unavailable) only when a redelivery can help.
+        """
+        ids = {"message_id": envelope.message_id, "user": log.mask(envelope.user)}
+        if envelope.media is None:
+            log.error("transcriber: envelope without media", **ids)
+            return envelope.with_transcription_error(NO_MEDIA)
+        started = time.perf_counter()
+        try:
+            audio = media.fetch(self.graph, envelope.media.id, self.max_bytes)
+            fetched = time.perf_counter()
+            text = self.backend.transcribe(audio)
+        except Failed as exc:
+            log.warning("transcription failed", reason=exc.reason, detail=exc.detail, **ids)
+            return envelope.with_transcription_error(exc.reason)
+        log.info(
+            "transcribed",
+            backend=self.backend.name,
+            format=audio.format.name,
+            bytes=len(audio.data),
+            characters=len(text),
+            fetch_seconds=round(fetched - started, 3),
+            transcribe_seconds=round(time.perf_counter() - fetched, 3),
+            **ids,
+        )
+        return envelope.with_transcript(text)

@@ -1,0 +1,52 @@
+"""Pub/Sub entry point `transcribe`: a voice note from the audio topic becomes text on the text topic.
+
+Returning acks the message; raising answers 500, so Pub/Sub redelivers — done only for what a
+retry can fix (Graph or speech service timeouts, 429, 5xx; an unconfirmed publish). A redelivered
+note may publish its transcript twice: the responder claims each message id once in Firestore,
+so the duplicate is dropped there.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from common import config, log
+from common.events import BadEvent, envelope_from_event
+from common.graph import GraphError
+from common.publisher import Publisher
+from common.transcription import Transcriber, Unavailable
+
+_transcriber: Transcriber | None = None  # one Graph client and speech backend per instance
+_publisher: Publisher | None = None  # one Pub/Sub client per instance
+
+
+def _clients() -> tuple[Transcriber, Publisher]:
+    """Created on the first event, not at import, so a cold start stays short."""
+    global _transcriber, _publisher
+    if _transcriber is None:
+        _transcriber = Transcriber.from_env()
+    if _publisher is None:
+        _publisher = Publisher()
+    return _transcriber, _publisher
+
+
+@functions_framework.cloud_event
+def transcribe(event: CloudEvent) -> None:
+    try:
+        envelope = envelope_from_event(event.data)
+    except BadEvent as exc:
+        log.error("transcriber: not an envelope, dropped", reason=str(exc))
+        return
+    transcriber, publisher = _clients()
+    try:
+        result = transcriber.run(envelope)
+    except (GraphError, Unavailable) as exc:
+        log.warning(
+            "transcription will be retried",
+            message_id=envelope.message_id,
+            user=log.mask(envelope.user),
+            error=str(exc),
+        )
+        raise
+    publisher.publish_all([(config.get("TOPIC_TEXT") or "", result)])  # PublishError: redelivery

@@ -1,0 +1,299 @@
+"""The transcriber: served by functions-framework, fed Pub/Sub push bodies, read back from the emulator.
+
+The Graph API (media) and OpenAI are loopback fakes; sphinx runs for real on the committed voice
+notes in tests/audio/ (made by scripts/make_voice_notes.sh).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from common.envelope import Envelope, MediaRef
+from common.events import event_for
+from local import emulators as emu
+from local.functions import FunctionProcess, serve
+from tests.conftest import TOPIC_TEXT, function_env
+from tests.support.fakes import FakeGraph, FakeOpenAI
+from tests.support.pubsub import Topics
+
+AUDIO = Path(__file__).resolve().parent / "audio"
+SPOKEN = {name: item["text"] for name, item in json.loads((AUDIO / "transcripts.json").read_text()).items()}
+MIME = {"ogg": "audio/ogg; codecs=opus", "m4a": "audio/mp4", "amr": "audio/amr"}
+USER = "15551234567"
+MODEL = "test-transcribe-model"
+# Measured with the pocketsphinx wheel's en-us model: 100 % on both English OGG notes, 89 % (8 of 9
+# words) on the m4a and amr copies, which lose "is". The margin absorbs codec build differences.
+SPHINX_MIN_OVERLAP = 0.75
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[FakeGraph]:
+    server = FakeGraph()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def openai_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fakes(graph: FakeGraph, openai_server: FakeOpenAI) -> None:
+    graph.reset()
+    openai_server.reset()
+    openai_server.transcript = "a transcript from the fake"
+
+
+def _serve(emulators: emu.Emulators, graph: FakeGraph, openai: FakeOpenAI, backend: str) -> FunctionProcess:
+    env = function_env(
+        emulators,
+        WHATSAPP_TOKEN=graph.token,
+        WHATSAPP_API_BASE=graph.url,
+        OPENAI_BASE_URL=openai.base_url,
+        OPENAI_API_KEY="test",
+        TRANSCRIBE_BACKEND=backend,
+        TRANSCRIBE_MODEL=MODEL,
+    )
+    return serve("transcriber", env)
+
+
+@pytest.fixture(scope="module")
+def sphinx(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI
+) -> Iterator[FunctionProcess]:
+    function = _serve(emulators, graph, openai_server, "sphinx")
+    yield function
+    function.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_fn(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI
+) -> Iterator[FunctionProcess]:
+    function = _serve(emulators, graph, openai_server, "openai")
+    yield function
+    function.stop()
+
+
+def voice_note(
+    graph: FakeGraph, media_id: str, data: bytes, mime: str, declared: int | None = None
+) -> Envelope:
+    """Serve `data` as media `media_id` and return the envelope the webhook would have published."""
+    graph.add_media(media_id, data, mime, declared)
+    return Envelope(
+        message_id=f"wamid.{media_id}",
+        user=USER,
+        to=USER,
+        phone_number_id="106540352242922",
+        type="audio",
+        timestamp=1_760_000_000,
+        profile_name="Ana",
+        media=MediaRef(media_id, mime, None, voice=True),
+    )
+
+
+def committed(graph: FakeGraph, name: str, media_id: str | None = None) -> Envelope:
+    return voice_note(graph, media_id or name.replace(".", "_"), (AUDIO / name).read_bytes(), MIME[name[-3:]])
+
+
+def deliver(function: FunctionProcess, envelope: Envelope) -> int:
+    """POST the raw Pub/Sub push body: 2xx = ack, 500 = the function raised (redelivery)."""
+    return requests.post(function.url, json=event_for(envelope), timeout=60).status_code
+
+
+def published(topics: Topics) -> Envelope:
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    return Envelope.from_bytes(received.data)
+
+
+def overlap(spoken: str, heard: str) -> float:
+    """Share of the spoken words (with repeats) found in what was heard."""
+    said, got = (Counter(re.findall(r"[a-z']+", s.lower())) for s in (spoken, heard))
+    return sum(min(n, got[w]) for w, n in said.items()) / sum(said.values())
+
+
+def silence_ogg(seconds: float = 1.0) -> bytes:
+    import numpy as np
+    import soundfile
+
+    out = io.BytesIO()
+    soundfile.write(out, np.zeros(int(16000 * seconds)), 16000, format="OGG", subtype="OPUS")
+    return out.getvalue()
+
+
+# --- sphinx: real recognition, OGG through soundfile, the rest through pydub + ffmpeg ---------
+
+
+@pytest.mark.parametrize("name", ["en_weather.ogg", "en_reminder.ogg", "en_weather.m4a", "en_weather.amr"])
+def test_sphinx_hears_most_of_the_spoken_words(
+    sphinx: FunctionProcess, graph: FakeGraph, topics: Topics, name: str
+) -> None:
+    assert deliver(sphinx, committed(graph, name)) == 200
+    envelope = published(topics)
+    assert envelope.transcript and envelope.transcription_error is None
+    assert envelope.text is not None
+    assert overlap(SPOKEN[name], envelope.text) >= SPHINX_MIN_OVERLAP, envelope.text
+
+
+def test_transcript_keeps_the_ids_user_and_ordering_key(
+    sphinx: FunctionProcess, graph: FakeGraph, topics: Topics
+) -> None:
+    original = committed(graph, "en_reminder.ogg", "ids")
+    assert deliver(sphinx, original) == 200
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    envelope = Envelope.from_bytes(received.data)
+    assert received.attributes == {"message_id": "wamid.ids", "type": "audio"}
+    assert received.ordering_key == USER
+    assert envelope == original.with_transcript(envelope.text or "")
+    assert envelope.transcript is True
+    assert topics.nothing_on(TOPIC_TEXT)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"OggS" + bytes(range(256)) * 20, "undecodable"),  # looks like OGG, is not
+        (silence_ogg(), "no_speech"),
+    ],
+    ids=["broken-ogg", "silence"],
+)
+def test_sphinx_failures_become_a_failure_envelope(
+    sphinx: FunctionProcess, graph: FakeGraph, topics: Topics, data: bytes, reason: str
+) -> None:
+    assert deliver(sphinx, voice_note(graph, f"bad-{reason}", data, MIME["ogg"])) == 200
+    envelope = published(topics)
+    assert (envelope.transcript, envelope.transcription_error, envelope.text) == (True, reason, None)
+
+
+# --- openai: the bytes as they are, under a name OpenAI accepts --------------------------------
+
+
+@pytest.mark.parametrize("name", ["en_weather.ogg", "es_greeting.ogg"])
+def test_openai_receives_the_original_ogg_as_voice_ogg(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics, name: str
+) -> None:
+    assert deliver(openai_fn, committed(graph, name)) == 200
+    [fields] = openai_server.transcriptions()
+    assert fields["file"] == ("voice.ogg", (AUDIO / name).read_bytes())
+    assert fields["model"][1].decode() == MODEL
+    assert published(topics).text == "a transcript from the fake"
+
+
+def test_openai_gets_m4a_unchanged_and_amr_converted_to_ogg(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    assert deliver(openai_fn, committed(graph, "en_weather.m4a")) == 200
+    assert deliver(openai_fn, committed(graph, "en_weather.amr")) == 200
+    m4a, amr = openai_server.transcriptions()
+    assert m4a["file"] == ("voice.m4a", (AUDIO / "en_weather.m4a").read_bytes())
+    assert amr["file"][0] == "voice.ogg"
+    assert amr["file"][1].startswith(b"OggS")
+    assert len(topics.pull(TOPIC_TEXT, expect=2)) == 2
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_openai_throttling_or_5xx_is_retried_by_pubsub(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics, status: int
+) -> None:
+    note = committed(graph, "en_weather.ogg", f"openai-{status}")
+    openai_server.fail("/audio/transcriptions", status, {"error": {"message": "busy"}}, times=3)
+    assert deliver(openai_fn, note) == 500  # the SDK retried twice itself, then we raised
+    assert topics.nothing_on(TOPIC_TEXT)
+    assert deliver(openai_fn, note) == 200  # the redelivery succeeds
+    assert published(topics).text == "a transcript from the fake"
+
+
+@pytest.mark.parametrize(
+    ("status", "transcript", "reason"), [(400, "x", "rejected"), (200, " ", "no_speech")]
+)
+def test_openai_refusal_or_empty_transcript_becomes_a_failure_envelope(
+    openai_fn: FunctionProcess,
+    graph: FakeGraph,
+    openai_server: FakeOpenAI,
+    topics: Topics,
+    status: int,
+    transcript: str,
+    reason: str,
+) -> None:
+    openai_server.transcript = transcript
+    if status != 200:
+        openai_server.fail("/audio/transcriptions", status, {"error": {"message": "bad audio"}})
+    assert deliver(openai_fn, committed(graph, "en_weather.ogg", f"refused-{reason}")) == 200
+    assert published(topics).transcription_error == reason
+
+
+# --- media: size, garbage, Graph failures -------------------------------------------------------
+
+
+def test_a_20_mb_voice_note_is_refused_before_download(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    note = voice_note(graph, "huge", (AUDIO / "en_weather.ogg").read_bytes(), MIME["ogg"], 20 * 1024 * 1024)
+    assert deliver(openai_fn, note) == 200
+    assert published(topics).transcription_error == "too_large"
+    assert graph.downloads() == []
+    assert openai_server.transcriptions() == []
+
+
+def test_a_download_that_outgrows_its_declared_size_is_cut_off(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    note = voice_note(graph, "liar", b"OggS" + bytes(16 * 1024 * 1024), MIME["ogg"], declared=5_000)
+    assert deliver(openai_fn, note) == 200
+    assert published(topics).transcription_error == "too_large"
+    assert openai_server.transcriptions() == []
+
+
+def test_garbage_bytes_are_not_sent_to_openai(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    note = voice_note(graph, "garbage", b"<html>not audio</html>" * 50, MIME["ogg"])
+    assert deliver(openai_fn, note) == 200
+    assert published(topics).transcription_error == "undecodable"
+    assert openai_server.transcriptions() == []
+
+
+@pytest.mark.parametrize("where", ["info", "download"])
+def test_graph_5xx_is_retried_with_a_fresh_media_url(
+    openai_fn: FunctionProcess, graph: FakeGraph, topics: Topics, where: str
+) -> None:
+    note = committed(graph, "en_weather.ogg", f"flaky-{where}")
+    graph.fail(f"/{graph.version}/flaky-info" if where == "info" else "/download/", 503)
+    assert deliver(openai_fn, note) == 500
+    assert topics.nothing_on(TOPIC_TEXT)
+    assert deliver(openai_fn, note) == 200
+    assert published(topics).transcript is True
+    infos = [r for r in graph.requests if r.path == f"/{graph.version}/flaky-{where}"]
+    assert len(infos) == 2  # the url is asked for again on the redelivery
+
+
+@pytest.mark.parametrize("media_id", ["no-such-media", "no-url"])
+def test_media_the_graph_api_refuses_for_good_becomes_a_failure_envelope(
+    openai_fn: FunctionProcess, graph: FakeGraph, topics: Topics, media_id: str
+) -> None:
+    graph.fail(f"/{graph.version}/no-url", 200, {"messaging_product": "whatsapp", "id": "no-url"})
+    note = Envelope("wamid.gone", USER, USER, "1065", "audio", 1, media=MediaRef(media_id))
+    assert deliver(openai_fn, note) == 200  # 404 code 100, or no url to download: a retry cannot help
+    assert published(topics).transcription_error == "media_unavailable"
+    assert graph.downloads() == []
+
+
+def test_an_event_without_an_envelope_is_acked_and_dropped(
+    openai_fn: FunctionProcess, topics: Topics
+) -> None:
+    not_json = base64.b64encode(b"not json").decode()
+    body = {"message": {"data": not_json, "messageId": "1"}, "subscription": "projects/p/subscriptions/s"}
+    assert requests.post(openai_fn.url, json=body, timeout=30).status_code == 200
+    assert topics.nothing_on(TOPIC_TEXT)
