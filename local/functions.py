@@ -78,8 +78,12 @@ def serve(
     env: dict[str, str],
     port: int | None = None,
     stdout: int | None = None,
+    source: Path | None = None,
 ) -> FunctionProcess:
-    """Start functions-framework for functions/<name>/main.py with `common` importable, as deployed."""
+    """Start functions-framework for functions/<name>/main.py with `common` importable, as deployed.
+
+    `source` serves another main.py with the same entry point (the benchmarks' baselines).
+    """
     target, signature_type = FUNCTIONS[name]
     port = port or free_port()
     if not port_is_free(port):
@@ -94,7 +98,7 @@ def serve(
         "-m",
         "functions_framework",
         f"--target={target}",
-        f"--source={REPO / 'functions' / name / 'main.py'}",
+        f"--source={source or REPO / 'functions' / name / 'main.py'}",
         f"--signature-type={signature_type}",
         "--host=127.0.0.1",
         f"--port={port}",

@@ -26,6 +26,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # what the fake answered
+    at: float = field(default_factory=time.perf_counter)  # when it arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -263,6 +264,7 @@ class FakeOpenAI(FakeServer):
     def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = echo_model) -> None:
         self.answer = answer
         self.transcript = "a transcript from the fake"
+        self.delay = 0.0  # seconds the model "thinks" before answering
         super().__init__()
 
     @property
@@ -279,6 +281,7 @@ class FakeOpenAI(FakeServer):
     def route(self, request: Recorded) -> Answer:
         if request.path.endswith("/chat/completions"):
             body = request.json()
+            time.sleep(self.delay)
             content = self.answer(body["messages"])
             return Answer(
                 200,

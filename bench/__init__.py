@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): ack latency, pipeline overhead, cold imports, Firestore ops, speech."""
