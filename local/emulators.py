@@ -91,12 +91,27 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """No server listens there. SO_REUSEADDR as servers set it: TIME_WAIT left by a stop is no obstacle."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the process's whole group and wait, so no child outlives us (SIGKILL after 10 s)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def _die_with_parent() -> None:
@@ -139,16 +154,7 @@ class Emulator:
         return ""
 
     def stop(self) -> None:
-        """Terminate the whole process group and wait, so no java process outlives us."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_group(self.process)
 
 
 def _spawn(name: str, args: list[str], port: int) -> Emulator:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.emulators import REPO, _die_with_parent, free_port, port_is_free
+from local.emulators import REPO, _die_with_parent, free_port, port_is_free, stop_group
 
 FUNCTIONS = {
     # name: (entry point, signature type)
@@ -62,15 +61,7 @@ class FunctionProcess:
         raise FunctionError(f"{self.name} did not listen on port {self.port} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_group(self.process)
 
 
 def serve(

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from local import emulators as emu
+from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
 
 PROJECT = "whatsbot-test"
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 TOPIC_AUDIO, TOPIC_TEXT = "test-audio", "test-text"
+OPENAI_KEY = "sk-test-openai-key"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,33 @@ def function_env(emulators: emu.Emulators, **extra: str) -> dict[str, str]:
         "TOPIC_TEXT": TOPIC_TEXT,
         **extra,
     }
+
+
+def stand_in_env(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, **extra: str
+) -> dict[str, str]:
+    """function_env plus the loopback Graph API and OpenAI the functions talk to."""
+    return function_env(
+        emulators,
+        WHATSAPP_TOKEN=graph.token,
+        WHATSAPP_API_BASE=graph.url,
+        OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY=OPENAI_KEY,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def graph() -> Iterator[FakeGraph]:
+    """A loopback Graph API for the module's functions (tests call `.reset()` as they need)."""
+    server = FakeGraph()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[FakeOpenAI]:
+    """A loopback OpenAI-compatible server for the module's functions."""
+    server = FakeOpenAI()
+    yield server
+    server.close()

@@ -24,7 +24,7 @@ from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push
-from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, function_env
+from tests.conftest import APP_SECRET, OPENAI_KEY, PROJECT, TOPIC_TEXT, stand_in_env
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
 from tests.support.meta import fixture, signed_headers
 
@@ -33,27 +33,11 @@ SENDER = "15550007777"
 
 
 @pytest.fixture(scope="module")
-def graph() -> Iterator[FakeGraph]:
-    server = FakeGraph()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def env(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, str]:
-    return function_env(
+    return stand_in_env(
         emulators,
-        WHATSAPP_TOKEN=graph.token,
-        WHATSAPP_API_BASE=graph.url,
-        OPENAI_BASE_URL=model.base_url,
-        OPENAI_API_KEY="sk-test-reliability-key",
+        graph,
+        model,
         OPENAI_MAX_RETRIES="2",
         HISTORY_MAX_TURNS="100",
         HISTORY_MAX_CHARS="100000",
@@ -312,6 +296,6 @@ def test_logs_of_the_whole_run_hold_no_text_token_secret_or_phone_number(
         "echo:",
         APP_SECRET,
         graph.token,
-        "sk-test-reliability-key",
+        OPENAI_KEY,
     ):
         assert forbidden not in logs, forbidden

@@ -20,7 +20,7 @@ from common.events import event_for
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
-from tests.conftest import PROJECT, function_env
+from tests.conftest import OPENAI_KEY, PROJECT, stand_in_env
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
 
 BUSINESS = "106540352242922"
@@ -28,27 +28,11 @@ LEASE_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
-def graph() -> Iterator[FakeGraph]:
-    server = FakeGraph()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def responder(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
-    env = function_env(
+    env = stand_in_env(
         emulators,
-        WHATSAPP_TOKEN=graph.token,
-        WHATSAPP_API_BASE=graph.url,
-        OPENAI_BASE_URL=model.base_url,
-        OPENAI_API_KEY="test-openai-key",
+        graph,
+        model,
         OPENAI_MODEL="test-model",
         HISTORY_MAX_TURNS="100",
         HISTORY_MAX_CHARS="100000",
@@ -356,18 +340,16 @@ def test_logs_hold_no_message_text_or_full_numbers(responder: FunctionProcess, d
     assert envelope.message_id in logs
     assert "my secret plans" not in logs
     assert "15559998888" not in logs
-    assert "test-openai-key" not in logs
+    assert OPENAI_KEY not in logs
 
 
 def test_the_budget_trims_the_stored_history(
     emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
-    env = function_env(
+    env = stand_in_env(
         emulators,
-        WHATSAPP_TOKEN=graph.token,
-        WHATSAPP_API_BASE=graph.url,
-        OPENAI_BASE_URL=model.base_url,
-        OPENAI_API_KEY="test-openai-key",
+        graph,
+        model,
         HISTORY_MAX_TURNS="4",
     )
     small = serve("responder", env)

@@ -21,7 +21,7 @@ from common.envelope import Envelope, MediaRef
 from common.events import event_for
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
-from tests.conftest import TOPIC_TEXT, function_env
+from tests.conftest import TOPIC_TEXT, stand_in_env
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
 
@@ -36,17 +36,8 @@ SPHINX_MIN_OVERLAP = 0.75
 
 
 @pytest.fixture(scope="module")
-def graph() -> Iterator[FakeGraph]:
-    server = FakeGraph()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    yield server
-    server.close()
+def openai_server(model: FakeOpenAI) -> FakeOpenAI:
+    return model
 
 
 @pytest.fixture(autouse=True)
@@ -57,12 +48,10 @@ def _fresh_fakes(graph: FakeGraph, openai_server: FakeOpenAI) -> None:
 
 
 def _serve(emulators: emu.Emulators, graph: FakeGraph, openai: FakeOpenAI, backend: str) -> FunctionProcess:
-    env = function_env(
+    env = stand_in_env(
         emulators,
-        WHATSAPP_TOKEN=graph.token,
-        WHATSAPP_API_BASE=graph.url,
-        OPENAI_BASE_URL=openai.base_url,
-        OPENAI_API_KEY="test",
+        graph,
+        openai,
         TRANSCRIBE_BACKEND=backend,
         TRANSCRIBE_MODEL=MODEL,
     )
