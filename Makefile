@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 REQUIREMENTS := functions/webhook/requirements.txt functions/transcriber/requirements.txt \
                 functions/responder/requirements.txt
 
-.PHONY: setup test lint format clean
+.PHONY: setup test dev bench lint format clean
 
 setup: $(VENV)/.installed ## Create .venv and install everything the tests and local runs need.
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "Chromium is needed by the browser test: sudo apt-get install -y chromium chromium-driver"; exit 1; }
 
 $(VENV)/.installed: pyproject.toml $(REQUIREMENTS)
 	@command -v java >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq default-jre-headless; }
@@ -19,7 +21,11 @@ $(VENV)/.installed: pyproject.toml $(REQUIREMENTS)
 
 test: setup ## Lint, then run the whole suite (starts and stops the emulators itself).
 	$(BIN)/ruff check .
+	$(BIN)/shellcheck deploy.sh scripts/*.sh .ci/run
 	$(BIN)/python -m pytest
+
+dev: setup ## The whole bot on this machine: emulators, functions, WhatsApp simulator (Ctrl-C stops).
+	@$(BIN)/python -m local.dev
 
 lint: setup
 	$(BIN)/ruff check .
@@ -31,3 +37,6 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: setup ## Benchmarks on the local stack (not part of `make test`); JSON in bench/results/.
+	$(BIN)/python -m bench.run

@@ -1,0 +1,118 @@
+"""make dev's settings: ports, local stand-ins for secrets, `.env`, and what to start.
+
+Decided from the settings given (the environment over `.env`), never from this process's own
+environment, so tests can start a stack on free ports whatever the machine has set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from local import emulators as emu
+
+# Every port make dev binds: variable -> default. 0 means "any free port".
+PORTS = {
+    "WEBHOOK_PORT": 8080,
+    "TRANSCRIBER_PORT": 8081,
+    "RESPONDER_PORT": 8082,
+    "PUBSUB_PORT": 8085,
+    "FIRESTORE_PORT": 8086,
+    "SIMULATOR_PORT": 8090,
+    "OFFLINE_MODEL_PORT": 8091,
+}
+# Local stand-ins for secrets: the simulator and the functions agree on them.
+LOCAL_DEFAULTS = {
+    "GOOGLE_CLOUD_PROJECT": "whatsbot-local",
+    "WHATSAPP_APP_SECRET": "local-app-secret",
+    "WHATSAPP_VERIFY_TOKEN": "local-verify-token",
+    "WHATSAPP_TOKEN": "local-whatsapp-token",
+    "WHATSAPP_API_VERSION": "v25.0",
+    "TRANSCRIBE_BACKEND": "sphinx",
+    "TOPIC_AUDIO": "whatsapp-audio",
+    "TOPIC_TEXT": "whatsapp-text",
+}
+REAL_WHATSAPP = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")  # no local stand-ins then
+OFFLINE_MODEL = "offline-stand-in"
+FUNCTIONS = ("webhook", "transcriber", "responder")  # started in this order, each on <NAME>_PORT
+
+
+class DevError(RuntimeError):
+    """A missing prerequisite or a part that would not start: one line says what to do."""
+
+
+def load_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (comments, blanks, `export` and quotes allowed); no interpolation."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def environment(environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[str, str]:
+    """.env under the process environment; empty counts as unset, as in common.config."""
+    merged = {k: v for k, v in dotenv.items() if v.strip()}
+    merged.update({k: v for k, v in environ.items() if v.strip()})
+    return merged
+
+
+@dataclass
+class Plan:
+    """What to start, decided from the settings alone (never from this process's environment)."""
+
+    settings: dict[str, str]
+    ports: dict[str, int]
+    simulator: bool
+    offline_model: bool
+
+    @classmethod
+    def from_settings(cls, env: Mapping[str, str]) -> Plan:
+        given = {k: v for k, v in env.items() if v.strip()}
+        simulator = not given.get("WHATSAPP_API_BASE")
+        missing = [k for k in REAL_WHATSAPP if not given.get(k)]
+        if not simulator and missing:
+            raise DevError(
+                f"WHATSAPP_API_BASE is set, so make dev talks to real WhatsApp: set {', '.join(missing)} "
+                "too (or unset WHATSAPP_API_BASE to use the simulator)"
+            )
+        settings = {**LOCAL_DEFAULTS, **given}
+        offline = not (settings.get("OPENAI_API_KEY") or settings.get("OPENAI_BASE_URL"))
+        if offline and settings["TRANSCRIBE_BACKEND"] == "openai":  # the stand-in cannot transcribe
+            settings["TRANSCRIBE_BACKEND"] = "sphinx"
+        wanted = [p for p in PORTS if (p != "SIMULATOR_PORT" or simulator)]
+        wanted = [p for p in wanted if (p != "OFFLINE_MODEL_PORT" or offline)]
+        ports: dict[str, int] = {}
+        for name in wanted:
+            raw = settings.get(name, str(PORTS[name]))
+            if not raw.isdigit() or int(raw) > 65535:
+                raise DevError(f"{name} must be a port number (0 for any free port), not {raw!r}")
+            ports[name] = int(raw) or emu.free_port()
+            if raw != "0" and not emu.port_is_free(ports[name]):
+                raise DevError(f"port {raw} ({name}) is already in use: stop what holds it or set {name}")
+        return cls(settings, ports, simulator, offline)
+
+    def url(self, port_name: str, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.ports[port_name]}{path}"
+
+    def function_env(self, emulators: emu.Emulators) -> dict[str, str]:
+        """The functions get .env and the environment, pointed at the local parts."""
+        env = {**self.settings, **emulators.env}
+        if self.simulator:
+            env["WHATSAPP_API_BASE"] = self.url("SIMULATOR_PORT", "/graph")
+        if self.offline_model:
+            env["OPENAI_BASE_URL"] = self.url("OFFLINE_MODEL_PORT", "/v1")
+            env["OPENAI_API_KEY"] = "offline"
+            env["OPENAI_MODEL"] = OFFLINE_MODEL
+        elif not env.get("OPENAI_API_KEY"):
+            env["OPENAI_API_KEY"] = "local"  # local servers need none; the openai SDK insists on one
+        return env

@@ -1,0 +1,142 @@
+"""An offline stand-in for an OpenAI chat model, so `make dev` works with no key and no network.
+
+OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `GET /v1/models`). It does not
+think: it echoes the user's last words and counts the turns it was given (which shows that
+history and /reset work), and every answer starts with LABEL so nobody mistakes it for a model.
+Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from common import config, log
+
+LABEL = "[offline stand-in model]"
+MODEL = "offline-stand-in"
+ECHO_LIMIT = 600  # characters of the user's words repeated back
+
+
+def words(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def answer(messages: list[dict[str, Any]]) -> str:
+    """The labelled echo: the last user turn, and how many user turns the prompt held."""
+    users = [words(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    said = " ".join((users[-1] if users else "").split())
+    if len(said) > ECHO_LIMIT:
+        said = said[: ECHO_LIMIT - 1] + "…"
+    return (
+        f"{LABEL} You said: “{said}”. That is message {len(users)} of this conversation. "
+        "I only echo; set OPENAI_API_KEY or OPENAI_BASE_URL for real answers."
+    )
+
+
+def completion(body: dict[str, Any]) -> dict[str, Any]:
+    content = answer(body.get("messages") or [])
+    return {
+        "id": "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(body.get("model") or MODEL),
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": len(content.split()), "total_tokens": 0},
+    }
+
+
+def chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same answer as `stream: true` chunks: role, content, then the finish reason."""
+    whole = completion(body)
+    base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    deltas = [{"role": "assistant", "content": ""}, {"content": whole["choices"][0]["message"]["content"]}]
+    out = [base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    out.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": {"message": message, "type": "invalid_request_error", "code": None}})
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/v1/models"):
+            model = {"id": MODEL, "object": "model", "owned_by": "local"}
+            self._json(200, {"object": "list", "data": [model]})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._error(400, "the body is not JSON")
+            return
+        if not self.path.endswith("/chat/completions"):
+            self._error(404, f"the offline stand-in only does chat completions, not {self.path}")
+        elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self._error(400, "messages is required")
+        elif body.get("stream"):
+            self._stream(body)
+        else:
+            log.info("offline model: answered", turns=len(body["messages"]))
+            self._json(200, completion(body))
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in chunks(body):
+            self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:  # one structured line per answer is enough
+        pass
+
+
+def main() -> int:
+    port = int(config.get("OFFLINE_MODEL_PORT", "8091") or 8091)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("offline model: listening", url=f"http://127.0.0.1:{port}/v1")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

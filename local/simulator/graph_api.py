@@ -1,0 +1,197 @@
+"""The simulator playing the Graph API for the functions: send, mark read + typing, media.
+
+Same paths, bearer checks, response bodies and Graph-style error bodies as graph.facebook.com,
+so `common/graph.py` runs unchanged against it (WHATSAPP_API_BASE=http://…/graph).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from common import log
+from local.simulator.meta import Meta
+from local.simulator.state import PHONE_NUMBER_ID, ChatMessage, Store, wamid
+
+MAX_TEXT = 4096
+URL_SECONDS = 300  # media urls expire after ~5 minutes, as Meta's do
+VERSION = re.compile(r"^v\d+\.\d+$")
+
+
+def graph_error(status: int, code: int, message: str, kind: str = "OAuthException", **extra: Any) -> Response:
+    """An error exactly as Graph shapes it: decided on `error.code`, traced by `fbtrace_id`."""
+    body = {
+        "message": message,
+        "type": kind,
+        "code": code,
+        **extra,
+        "fbtrace_id": "A" + secrets.token_hex(11),
+    }
+    response = jsonify({"error": body})
+    response.status_code = status
+    return response
+
+
+def param_error(details: str) -> Response:
+    return graph_error(
+        400, 100, "(#100) Invalid parameter", error_data={"messaging_product": "whatsapp", "details": details}
+    )
+
+
+def unknown_object(object_id: str, method: str) -> Response:
+    message = (
+        f"Unsupported {method} request. Object with ID '{object_id}' does not exist, cannot be loaded "
+        "due to missing permissions, or does not support this operation."
+    )
+    return graph_error(400, 100, message, kind="GraphMethodException", error_subcode=33)
+
+
+class MediaUrls:
+    """Signed, expiring download urls, shaped like Meta's lookaside urls."""
+
+    def __init__(self) -> None:
+        self.key = secrets.token_bytes(16)
+
+    def _hash(self, media_id: str, expires: int) -> str:
+        return hmac.new(self.key, f"{media_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:24]
+
+    def url(self, root: str, media_id: str) -> str:
+        """`root` is the simulator's own base url as the caller reached it."""
+        expires = int(time.time()) + URL_SECONDS
+        return (
+            f"{root.rstrip('/')}/graph/lookaside/whatsapp_business/attachments/"
+            f"?mid={media_id}&ext={expires}&hash={self._hash(media_id, expires)}"
+        )
+
+    def valid(self, media_id: str, expires: str, given_hash: str) -> bool:
+        if not expires.isdigit() or int(expires) < time.time():
+            return False
+        return hmac.compare_digest(given_hash, self._hash(media_id, int(expires)))
+
+
+def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprint:
+    """Routes under /graph: what WhatsApp's Cloud API answers to the transcriber and the responder."""
+    graph = Blueprint("graph", __name__)
+
+    @graph.before_request
+    def check_token() -> Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return graph_error(401, 190, "An access token is required to request this resource.")
+        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+            return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        return None
+
+    @graph.post("/<version>/<phone_number_id>/messages")
+    def messages(version: str, phone_number_id: str) -> Response:
+        if not VERSION.match(version):
+            return graph_error(400, 2500, "Unknown path components: /" + version)
+        if phone_number_id != PHONE_NUMBER_ID:
+            return unknown_object(phone_number_id, "post")
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            return param_error("the body must be a JSON object")
+        if payload.get("messaging_product") != "whatsapp":
+            return graph_error(400, 100, "(#100) The parameter messaging_product is required.")
+        if payload.get("status") == "read":
+            return mark_read(payload)
+        return send(payload)
+
+    def mark_read(payload: dict[str, Any]) -> Response:
+        message = store.messages.get(str(payload.get("message_id")))
+        if message is None or message.sender != "user":
+            return param_error("Invalid message_id")
+        if message.status != "read":
+            store.update_message(message.id, status="read")
+        if (payload.get("typing_indicator") or {}).get("type") == "text":
+            store.set_typing(message.user)
+        log.info("simulator: marked read", typing="typing_indicator" in payload)
+        return jsonify({"success": True})
+
+    def send(payload: dict[str, Any]) -> Response:
+        address = str(payload.get("to") or payload.get("recipient") or "")
+        if not address:
+            return graph_error(400, 100, "(#100) The parameter to is required.")
+        user = store.find_user(address.lstrip("+"))
+        if user is None:
+            return graph_error(
+                400,
+                131030,
+                "(#131030) Recipient phone number not in allowed list",
+                error_data={
+                    "messaging_product": "whatsapp",
+                    "details": "Recipient phone number not in allowed list: add it in the simulator first.",
+                },
+            )
+        kind = str(payload.get("type") or "text")
+        text = None
+        if kind == "text":
+            text = (payload.get("text") or {}).get("body")
+            if not isinstance(text, str) or not text:
+                return graph_error(400, 100, "(#100) The parameter text['body'] is required.")
+            if len(text) > MAX_TEXT:
+                return param_error(f"Param text['body'] must be at most {MAX_TEXT} characters long.")
+        context = (payload.get("context") or {}).get("message_id")
+        if context and context not in store.messages:
+            return param_error("Invalid context message_id")
+        extra = {} if kind == "text" else {kind: payload.get(kind)}
+        message = store.add_message(
+            ChatMessage(
+                id=wamid(user.key),
+                user=user.key,
+                sender="bot",
+                type=kind,
+                timestamp=time.time(),
+                text=text,
+                context_id=context,
+                status="sent",
+                extra=extra,
+            )
+        )
+        meta.report(user, message, "sent")
+        meta.report(user, message, "delivered")
+        store.update_message(message.id, status="delivered")
+        log.info("simulator: bot message", type=kind, chars=len(text or ""), quoted=bool(context))
+        contact = {"input": address, "wa_id": user.phone} if user.phone else {"input": address}
+        if user.user_id:
+            contact["user_id"] = user.user_id
+        return jsonify(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [contact],
+                "messages": [{"id": message.id, "message_status": "accepted"}],
+            }
+        )
+
+    @graph.get("/<version>/<media_id>")
+    def media_info(version: str, media_id: str) -> Response:
+        media = store.media.get(media_id)
+        if not VERSION.match(version) or media is None:
+            return unknown_object(media_id, "get")
+        return jsonify(
+            {
+                "messaging_product": "whatsapp",
+                "url": urls.url(request.host_url, media.id),
+                "mime_type": media.mime_type,
+                "sha256": media.sha256_hex,
+                "file_size": len(media.data),
+                "id": media.id,
+            }
+        )
+
+    @graph.get("/lookaside/whatsapp_business/attachments/")
+    def download() -> Response:
+        args = request.args
+        media = store.media.get(args.get("mid", ""))
+        if media is None or not urls.valid(media.id, args.get("ext", ""), args.get("hash", "")):
+            return Response("URL signature expired or invalid", status=404, mimetype="text/plain")
+        log.info("simulator: media downloaded", bytes=len(media.data))
+        return Response(media.data, mimetype=media.mime_type.split(";")[0])
+
+    return graph

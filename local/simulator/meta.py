@@ -1,0 +1,122 @@
+"""The simulator playing Meta: webhook payloads as Meta builds them, signed and POSTed to the webhook.
+
+Like Meta, it retries a POST that is not answered 200 (here a few times within seconds, not for
+days), and it reports the bot's own messages back as statuses: sent, delivered, read.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from typing import Any
+
+import requests
+
+from common import log
+from common.signature import sign
+from local.simulator.state import (
+    DISPLAY_PHONE_NUMBER,
+    PHONE_NUMBER_ID,
+    WABA_ID,
+    ChatMessage,
+    Media,
+    User,
+)
+
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts after a non-200 answer
+
+
+def notification(value: dict[str, Any]) -> dict[str, Any]:
+    """Wrap one change value the way every webhook POST does."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_PHONE_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+        **value,
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": "messages"}]}],
+    }
+
+
+def message_payload(user: User, message: ChatMessage, media: Media | None, media_url: str) -> dict[str, Any]:
+    """A user's message as Meta posts it: contacts (profile, wa_id / user_id) and messages[]."""
+    contact: dict[str, Any] = {"profile": {"name": user.name}}
+    item: dict[str, Any] = {"id": message.id, "timestamp": str(int(message.timestamp)), "type": message.type}
+    if user.phone:
+        contact["wa_id"] = user.phone
+        item["from"] = user.phone
+    if user.user_id:
+        contact["user_id"] = user.user_id
+        item["from_user_id"] = user.user_id
+    if message.context_id:
+        item["context"] = {"from": DISPLAY_PHONE_NUMBER, "id": message.context_id}
+    if message.type == "text":
+        item["text"] = {"body": message.text or ""}
+    elif message.type == "audio" and media is not None:
+        item["audio"] = {
+            "mime_type": media.mime_type,
+            "sha256": media.sha256_b64,
+            "id": media.id,
+            "url": media_url,
+            "voice": message.voice,
+        }
+    return notification({"contacts": [contact], "messages": [item]})
+
+
+def status_payload(user: User, message: ChatMessage, status: str) -> dict[str, Any]:
+    """A status for one of the bot's messages, with the pricing block Meta adds to sent/delivered."""
+    item: dict[str, Any] = {
+        "id": message.id,
+        "status": status,
+        "timestamp": str(int(time.time())),
+        "recipient_id": user.phone or user.user_id,
+    }
+    if status != "read":
+        item["pricing"] = {"billable": True, "pricing_model": "PMP", "type": "free_customer_service"}
+    return notification({"statuses": [item]})
+
+
+class Meta:
+    """POSTs signed notifications to the webhook; statuses go through a background queue."""
+
+    def __init__(self, webhook_url: str, app_secret: str) -> None:
+        self.webhook_url, self.app_secret = webhook_url, app_secret
+        self.session = requests.Session()
+        self._statuses: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._post_statuses, name="statuses", daemon=True).start()
+
+    def post(self, payload: dict[str, Any]) -> tuple[bool, str]:
+        """POST until answered 200 (a few tries); returns (delivered, why not)."""
+        body = json.dumps(payload, separators=(",", ":")).encode()  # signed exactly as sent
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": sign(body, self.app_secret),
+            "User-Agent": "facebookexternalua",
+        }
+        why = ""
+        for delay in (0.0, *RETRY_DELAYS):
+            time.sleep(delay)
+            started = time.monotonic()
+            try:
+                answer = self.session.post(self.webhook_url, data=body, headers=headers, timeout=20)
+            except requests.RequestException as exc:
+                why = f"webhook unreachable ({type(exc).__name__})"
+            else:
+                millis = round((time.monotonic() - started) * 1000)
+                log.info("simulator: webhook POST", status=answer.status_code, ms=millis)
+                if answer.status_code == 200:
+                    return True, ""
+                why = f"webhook answered {answer.status_code}"
+        log.warning("simulator: webhook POST gave up", reason=why)
+        return False, why
+
+    def report(self, user: User, message: ChatMessage, status: str) -> None:
+        """Queue a status for a bot message (the webhook logs and acknowledges it)."""
+        self._statuses.put(status_payload(user, message, status))
+
+    def _post_statuses(self) -> None:
+        while True:
+            self.post(self._statuses.get())

@@ -1,0 +1,187 @@
+"""The simulator's web server: the chat page, its JSON API (also the CLI's), live events, Graph API.
+
+Run by `make dev` as `python -m local.simulator`; settings come from the environment:
+SIMULATOR_PORT, WEBHOOK_URL (where Meta's POSTs go), WHATSAPP_APP_SECRET, WHATSAPP_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, request, send_from_directory
+from werkzeug.serving import make_server
+
+from common import config, log
+from local.simulator import audio, graph_api
+from local.simulator.meta import Meta, message_payload
+from local.simulator.state import ChatMessage, Store, User, wamid
+
+STATIC = Path(__file__).resolve().parent / "static"
+PHONE = re.compile(r"^\d{6,15}$")
+BSUID = re.compile(r"^[A-Z]{2}\.\w{5,}$")
+DEFAULT_USERS = (("15551234567", "Alex"), ("4915112345678", "Mia"))
+WAIT_LIMIT = 300.0
+
+
+def create_app(webhook_url: str, app_secret: str, token: str) -> Flask:
+    """A Flask app with its own Store; tests may create several."""
+    app = Flask(__name__, static_folder=None)
+    store, meta, urls = Store(), Meta(webhook_url, app_secret), graph_api.MediaUrls()
+    for phone, name in DEFAULT_USERS:
+        store.add_user(phone, name)
+    app.register_blueprint(graph_api.blueprint(store, meta, token, urls), url_prefix="/graph")
+    app.extensions["store"] = store
+
+    def bad(reason: str, status: int = 400) -> tuple[Response, int]:
+        return jsonify({"error": reason}), status
+
+    @app.get("/")
+    def page() -> Response:
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:name>")
+    def static_file(name: str) -> Response:
+        return send_from_directory(STATIC, name)
+
+    @app.get("/api/state")
+    def state() -> Response:
+        return jsonify(store.snapshot())
+
+    @app.post("/api/users")
+    def add_user() -> Response | tuple[Response, int]:
+        body = request.get_json(silent=True) or {}
+        user, why = user_from(str(body.get("phone") or ""), str(body.get("name") or ""))
+        if user is None:
+            return bad(why)
+        return jsonify({"user": {"key": user.key, "phone": user.phone, "name": user.name}})
+
+    def user_from(address: str, name: str) -> tuple[User | None, str]:
+        """The known user at this phone / user id, or a new one (created on first use)."""
+        address = address.strip().lstrip("+").replace(" ", "")
+        known = store.find_user(address)
+        if known is not None and (not name or name == known.name):
+            return known, ""
+        if PHONE.match(address):
+            return store.add_user(address, name.strip() or f"User {address[-4:]}"), ""
+        if BSUID.match(address):
+            return store.add_user(None, name.strip() or f"User {address[-4:]}", user_id=address), ""
+        return None, "a user is a phone number (6-15 digits, country code first) or a user id like US.123…"
+
+    @app.post("/api/messages")
+    def send() -> Response | tuple[Response, int]:
+        """A user writes (JSON {user, name, text}) or sends audio (multipart: user, name, voice, audio).
+
+        `?wait=SECONDS` answers only once the bot replied (or the time ran out): the CLI's way.
+        """
+        form: Any = request.form if request.files else (request.get_json(silent=True) or {})
+        user, why = user_from(str(form.get("user") or ""), str(form.get("name") or ""))
+        if user is None:
+            return bad(why)
+        message = ChatMessage(
+            id=wamid(user.key), user=user.key, sender="user", type="text", timestamp=time.time()
+        )
+        media = None
+        if "audio" in request.files:
+            try:
+                data, mime, voice = audio.prepare(
+                    request.files["audio"].read(), str(form.get("voice") or "auto")
+                )
+            except audio.AudioError as exc:
+                return bad(str(exc), 413 if "limit" in str(exc) else 400)
+            media = store.add_media(data, mime)
+            message = replace(message, type="audio", media_id=media.id, mime_type=mime, voice=voice)
+        else:
+            text = str(form.get("text") or "").strip()
+            if not text:
+                return bad("type a message, or send audio")
+            message = replace(message, text=text, context_id=form.get("context_id") or None)
+        message = store.add_message(message)
+        media_url = urls.url(request.host_url, media.id) if media else ""
+        delivered, why = meta.post(message_payload(user, message, media, media_url))
+        if delivered:
+            if store.messages[message.id].status == "pending":  # the bot may have read it already
+                store.update_message(message.id, status="delivered")
+        else:
+            store.update_message(message.id, status="failed", error=why)
+        answer: dict[str, Any] = {"message": store.messages[message.id].to_json()}
+        wait = min(float(request.args.get("wait") or 0), WAIT_LIMIT)
+        if delivered and wait > 0:
+            replies = store.wait_replies(message.id, wait)
+            answer |= {"replies": [m.to_json() for m in replies], "timed_out": not replies}
+        return jsonify(answer), 200 if delivered else 502
+
+    @app.post("/api/read")
+    def read() -> Response:
+        """The page shows the bot's messages to the user: report them read to the webhook."""
+        key = str((request.get_json(silent=True) or {}).get("user") or "")
+        user = store.find_user(key)
+        for message in store.conversation(key):
+            if user is not None and message.sender == "bot" and message.status != "read":
+                store.update_message(message.id, status="read")
+                meta.report(user, message, "read")
+        return jsonify({"success": True})
+
+    @app.get("/api/media/<media_id>")
+    def media(media_id: str) -> Response | tuple[Response, int]:
+        found = store.media.get(media_id)
+        if found is None:
+            return bad("no such media", 404)
+        return Response(found.data, mimetype=found.mime_type.split(";")[0])
+
+    @app.get("/api/events")
+    def events() -> Response:
+        """Server-Sent Events: every change to users, messages and typing, as JSON."""
+
+        def stream() -> Iterator[str]:
+            subscription = store.subscribe()
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    try:
+                        event = subscription.get(timeout=15)
+                    except queue.Empty:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+            finally:
+                store.unsubscribe(subscription)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(stream(), mimetype="text/event-stream", headers=headers)
+
+    return app
+
+
+def main() -> int:
+    """Serve until SIGTERM/SIGINT (threaded werkzeug: one thread per request and event stream)."""
+    port = int(config.get("SIMULATOR_PORT", "8090") or 8090)
+    webhook_url = config.get("WEBHOOK_URL", "http://127.0.0.1:8080/") or ""
+    secret, token = config.get("WHATSAPP_APP_SECRET"), config.get("WHATSAPP_TOKEN")
+    if not secret or not token:
+        print("simulator: WHATSAPP_APP_SECRET and WHATSAPP_TOKEN must be set", file=sys.stderr)
+        return 2
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", port, create_app(webhook_url, secret, token), threaded=True)
+    server.daemon_threads = True  # open event streams do not hold up the exit
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("simulator: listening", url=f"http://127.0.0.1:{port}/", webhook=webhook_url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0

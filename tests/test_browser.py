@@ -1,0 +1,129 @@
+"""The chat page in a real browser: headless Debian Chromium, driven by Selenium + chromedriver.
+
+Never skipped: `make setup` installs chromium and chromium-driver. Selenium is given both paths,
+so its Selenium Manager has nothing to download. The screenshot lands in build/test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from local import dev
+from local.emulators import REPO
+from local.offline_model import LABEL
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+ARTIFACTS = REPO / "build" / "test-artifacts"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,800",
+    "--use-fake-device-for-media-stream",  # a synthetic microphone (a beep) for the recorder
+    "--use-fake-ui-for-media-stream",  # and no permission prompt
+)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dev.Stack]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (ARTIFACTS / "browser-stack.log").open("w") as console:
+        try:
+            stack = dev.start_stack({name: "0" for name in dev.PORTS}, console)
+        except dev.DevError as exc:
+            pytest.fail(f"make dev could not start: {exc}", pytrace=False)
+        yield stack
+        stack.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not binary.exists():
+            pytest.fail(f"{binary} is missing: run `make setup` (apt-get install chromium chromium-driver)")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager: never reach for the network
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def texts(driver: WebDriver, selector: str) -> list[str]:
+    """Read in one script: the page re-renders on every event, so element handles go stale."""
+    script = "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)"
+    return driver.execute_script(script, selector)
+
+
+def bot_texts(driver: WebDriver) -> list[str]:
+    return texts(driver, ".msg.bot .text")
+
+
+def test_a_message_typed_on_the_page_is_answered_on_the_page(stack: dev.Stack, browser: WebDriver) -> None:
+    wait = WebDriverWait(browser, 30, poll_frequency=0.02)  # fine enough to time the replies
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+
+    browser.find_element(By.ID, "new-phone").send_keys("447700900123")  # a new user, from the page
+    browser.find_element(By.ID, "new-name").send_keys("Page Tester\n")
+    wait.until(lambda d: "Page Tester" in "".join(texts(d, "#users li.current")))
+
+    seconds = []
+    for n, text in enumerate(["Hello from Chromium", "How are you?", "Tell me more", "Thanks", "Bye"], 1):
+        box = browser.find_element(By.ID, "text")
+        box.send_keys(text)
+        started = time.monotonic()
+        box.send_keys(Keys.ENTER)
+        wait.until(lambda d, n=n: len(bot_texts(d)) >= n)
+        seconds.append(time.monotonic() - started)
+        reply = bot_texts(browser)[-1]
+        assert reply.startswith(LABEL) and text in reply
+
+    assert "Hello from Chromium" in texts(browser, ".msg.bot .quote")[0]  # quoted
+    wait.until(lambda d: len(texts(d, ".msg.user .ticks.read")) == 5)  # blue ticks
+
+    browser.find_element(By.ID, "reset").click()
+    wait.until(lambda d: len(bot_texts(d)) >= 6)
+    assert not bot_texts(browser)[-1].startswith(LABEL)  # the responder's own /reset confirmation
+
+    browser.save_screenshot(str(ARTIFACTS / "simulator.png"))
+    timings = {"typed_to_reply_on_screen_seconds": seconds, "median": statistics.median(seconds)}
+    (ARTIFACTS / "browser-timings.json").write_text(json.dumps(timings, indent=2))
+
+
+def test_a_voice_note_recorded_on_the_page_arrives_as_ogg_opus(stack: dev.Stack, browser: WebDriver) -> None:
+    wait = WebDriverWait(browser, 60, poll_frequency=0.05)
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+    browser.find_element(By.CSS_SELECTOR, '#users li[data-key="4915112345678"]').click()  # Mia: no messages
+    browser.find_element(By.ID, "mic").click()
+    wait.until(lambda d: d.find_element(By.ID, "mic").get_attribute("class") == "icon recording")
+    time.sleep(1.5)
+    browser.find_element(By.ID, "mic").click()
+    wait.until(lambda d: texts(d, ".msg.bot .quote"))  # whatever the beep became, the bot answered it
+    assert ["Voice message" in quote for quote in texts(browser, ".msg.bot .quote")] == [True]
+    assert texts(browser, ".msg.user .voice-label") == ["voice note"]
+    state = requests.get(f"{stack.simulator_url}api/state", timeout=5).json()
+    recorded = [m for m in state["messages"] if m["type"] == "audio" and m["sender"] == "user"]
+    assert [m["mime_type"] for m in recorded] == ["audio/ogg; codecs=opus"]  # as WhatsApp sends them
