@@ -131,6 +131,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms ACK wait
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
