@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +47,9 @@ class Jars:
     source: str
 
 
-def find_jars() -> Jars:
+def find_jars(candidates: Iterable[tuple[str, Path]] | None = None) -> Jars:
     """Look in the gcloud SDK, then $EMULATORS_DIR, then ../shared/emulators; fail with advice."""
-    for source, platform in _candidate_dirs():
+    for source, platform in _candidate_dirs() if candidates is None else candidates:
         pubsub = sorted(platform.glob(PUBSUB_JAR_GLOB))
         firestore = platform / FIRESTORE_JAR
         if pubsub and firestore.is_file():
