@@ -188,6 +188,7 @@ def main() -> None:
         graph.close()
         model.close()
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"\nsaved {out.relative_to(HERE.parent)}")
