@@ -286,3 +286,27 @@ def test_an_event_without_an_envelope_is_acked_and_dropped(
     body = {"message": {"data": not_json, "messageId": "1"}, "subscription": "projects/p/subscriptions/s"}
     assert requests.post(openai_fn.url, json=body, timeout=30).status_code == 200
     assert topics.nothing_on(TOPIC_TEXT)
+
+
+def test_a_transcript_that_cannot_be_published_is_retried(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI
+) -> None:
+    """Pub/Sub unreachable after the transcription: raise, so the voice note comes back later."""
+    own_pubsub = emu.start_pubsub(emu.find_jars())
+    own_pubsub.wait_ready()
+    env = stand_in_env(
+        emulators,
+        graph,
+        openai_server,
+        PUBSUB_EMULATOR_HOST=own_pubsub.address,
+        PUBLISH_TIMEOUT_SECONDS="2",
+        TRANSCRIBE_BACKEND="openai",
+    )
+    function = serve("transcriber", env)
+    try:
+        own_pubsub.stop()
+        assert deliver(function, committed(graph, "en_weather.ogg")) == 500
+        assert len(openai_server.transcriptions()) == 1
+    finally:
+        function.stop()
+        own_pubsub.stop()
