@@ -36,12 +36,21 @@ class ModelRefused(Exception):
         self.status, self.code = status, code
 
 
+def openai_client(timeout: float, max_retries: int) -> openai.OpenAI:
+    """The SDK client for chat and transcription. Empty variables count as unset (an `.env` line
+    `OPENAI_BASE_URL=` would otherwise become the SDK's base URL); local servers need no key."""
+    return openai.OpenAI(
+        api_key=config.get("OPENAI_API_KEY") or "unset",
+        base_url=config.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+        timeout=timeout,
+        max_retries=max_retries,
+    )
+
+
 class ChatModel:
     def __init__(self) -> None:
         self.model = config.get("OPENAI_MODEL") or "gpt-4.1-mini"
-        self.client = openai.OpenAI(
-            api_key=config.get("OPENAI_API_KEY") or "unset",  # local servers need no key
-            base_url=config.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+        self.client = openai_client(
             timeout=config.number("OPENAI_TIMEOUT_SECONDS", 30),
             max_retries=int(config.number("OPENAI_MAX_RETRIES", 2)),
         )

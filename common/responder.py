@@ -84,8 +84,7 @@ class Responder:
 
     def _answer(self, envelope: Envelope) -> str:
         """Decide the reply; a model's reply is stored with the history before it is sent."""
-        command = (envelope.text or "").strip().lower() if envelope.type == "text" else ""
-        if command == "/reset":
+        if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user)
             return self.texts.reset
         user_words = self._user_words(envelope)
@@ -107,7 +106,7 @@ class Responder:
     def _user_words(self, envelope: Envelope) -> str | None:
         """What goes to the model as the user's turn; None when a fixed reply fits better."""
         text = (envelope.text or "").strip()
-        if envelope.transcription_error or (envelope.type == "text" and text.lower() == "/help"):
+        if envelope.transcription_error or texts.command(envelope) == "/help":
             return None
         if envelope.transcript:
             return self.texts.voice_turn(text) if text else None

@@ -28,6 +28,12 @@ DEFAULTS = {
 }
 
 
+def command(envelope: Envelope) -> str | None:
+    """`/reset`, `/help`, …: a typed text starting with '/', case and spaces ignored."""
+    text = (envelope.text or "").strip().lower()
+    return text if envelope.type == "text" and text.startswith("/") else None
+
+
 @dataclass(frozen=True, slots=True)
 class Texts:
     system_prompt: str
@@ -67,6 +73,6 @@ class Texts:
     def canned_reply(self, envelope: Envelope) -> str:
         if envelope.transcription_error:
             return self.voice_failed
-        if envelope.type == "text" and (envelope.text or "").strip().lower() == "/help":
+        if command(envelope) == "/help":
             return self.help
         return self.unsupported

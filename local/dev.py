@@ -115,7 +115,7 @@ def _spawn_module(name: str, module: str, port: int, env: dict[str, str], out: P
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=emu._die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=emu.die_with_parent,
     )
     out.writer_spawned()
     return FunctionProcess(name, port, process, None)

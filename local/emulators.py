@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -114,8 +113,11 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL.
+
+    Elsewhere (no prctl in libc) it does nothing: stop() still ends the group.
+    """
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -173,7 +175,7 @@ def _spawn(name: str, args: list[str], port: int) -> Emulator:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent,
         )
     return Emulator(name, port, process, log_path)
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.emulators import REPO, _die_with_parent, free_port, port_is_free, stop_group
+from local.emulators import REPO, die_with_parent, free_port, port_is_free, stop_group
 
 FUNCTIONS = {
     # name: (entry point, signature type)
@@ -103,7 +103,7 @@ def serve(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent,
         )
     finally:
         if log_path is not None and hasattr(stdout, "close"):

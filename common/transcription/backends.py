@@ -34,10 +34,12 @@ class OpenAIBackend:
     def __init__(
         self, model: str, timeout: float = OPENAI_TIMEOUT, retries: int = OPENAI_MAX_RETRIES
     ) -> None:
-        import openai  # reads OPENAI_API_KEY and OPENAI_BASE_URL itself
+        import openai
+
+        from common.llm import openai_client  # the responder's client settings, loaded only here
 
         self.openai, self.model = openai, model
-        self.client = openai.OpenAI(timeout=timeout, max_retries=retries)
+        self.client = openai_client(timeout=timeout, max_retries=retries)
 
     def transcribe(self, audio: Audio) -> str:
         openai = self.openai

@@ -168,7 +168,7 @@ class FakeServer:
         return Handler
 
 
-def graph_error(code: int, message: str = "error", status: int = 400) -> dict[str, Any]:
+def graph_error(code: int, message: str = "error") -> dict[str, Any]:
     """A Graph-style error body."""
     return {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Afake"}}
 
