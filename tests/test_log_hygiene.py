@@ -313,7 +313,8 @@ def test_one_message_can_be_followed_through_the_three_functions_by_its_digest(r
 def test_undecodable_events_are_logged_where_they_are_dropped(run: Run) -> None:
     for name in ("transcriber#1 (killed)", "responder"):
         dropped = [line for line in records(run.logs[name]) if "dropped" in line["message"]]
-        assert dropped and all(line["severity"] == "ERROR" for line in dropped), name
+        assert dropped, f"{name} dropped an event without a word"
+        assert all(line["severity"] == "ERROR" and line.get("reason") for line in dropped), name
 
 
 # --- the checker itself: it must see what it is there to see -------------------------------------
