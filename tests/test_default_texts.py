@@ -13,14 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from common.envelope import Envelope, MediaRef
-from common.events import event_for
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
+from tests.support.pubsub import deliver as push
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
@@ -58,8 +57,7 @@ def envelope(kind: str = "text", text: str | None = None, **extra: object) -> En
 
 
 def deliver(responder: FunctionProcess, item: Envelope) -> None:
-    """Push one envelope as Pub/Sub would; 200 = handled and acknowledged."""
-    assert requests.post(responder.url, json=event_for(item), timeout=60).status_code == 200
+    assert push(responder.url, item) == 200  # handled and acknowledged
 
 
 def sent(graph: FakeGraph) -> list[str]:

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from common.envelope import Envelope
-from common.events import DEAD_LETTER_ATTRIBUTE, event_for
+from common.events import DEAD_LETTER_ATTRIBUTE
 from common.log import digest
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
@@ -43,6 +43,7 @@ from tests.conftest import (
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.meta import fixture, signed_headers
 from tests.support.polling import wait_for
+from tests.support.pubsub import deliver
 
 AUDIO = Path(__file__).resolve().parent / "audio"
 PHONES = {"ana": "15550101234", "ben": "4915201234567", "dead": "447700900123", "cleo": "15550107788"}
@@ -189,9 +190,8 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
         lost = Envelope(
             result.ids["dead"], dead, dead, "106540352242922", "text", 1_779_400_000, SPOKEN["dead"]
         )
-        push = event_for(lost)
-        push["message"]["attributes"][DEAD_LETTER_ATTRIBUTE] = "projects/p/subscriptions/whatsapp-text"
-        assert requests.post(responder.url, json=push, timeout=60).status_code == 200
+        dead_letter = {DEAD_LETTER_ATTRIBUTE: "projects/p/subscriptions/whatsapp-text"}
+        assert deliver(responder.url, lost, dead_letter) == 200
         assert len(sent_to(graph, dead)) == 1
         garbage = {"message": {"data": "bm90IGpzb24=", "messageId": "1"}, "subscription": "projects/p/s"}
         for function in (transcriber, responder):
