@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -50,3 +52,8 @@ def redeliver_until_answered(
             return codes
         time.sleep(0.2)
     return codes
+
+
+def killer(function: FunctionProcess, sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """An action for a fake's hook: signal the function's whole process group (SIGKILL = a crash)."""
+    return lambda: os.killpg(function.process.pid, sig)
