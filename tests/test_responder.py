@@ -21,7 +21,7 @@ from common.envelope import Envelope, MediaRef
 from common.events import DEAD_LETTER_ATTRIBUTE, event_for
 from common.texts import DEFAULTS
 from local import emulators as emu
-from local.functions import FunctionProcess, serve
+from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import OPENAI_KEY, PROJECT, stand_in_env
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
@@ -466,3 +466,13 @@ def test_history_max_chars_bounds_what_the_model_sees(
     assert [t["content"] for t in turns if t["role"] == "user"] == words[2:]
     assert sum(len(t["content"]) for t in turns) <= 120
     assert turns[0]["role"] == "user"
+
+
+def test_a_lease_an_attempt_could_outlive_is_refused_at_start(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI
+) -> None:
+    env = stand_in_env(emulators, graph, model, ATTEMPT_TIMEOUT_SECONDS="120", CLAIM_LEASE_SECONDS="140")
+    with pytest.raises(FunctionError) as refused:
+        serve("responder", env).stop()
+    assert "CLAIM_LEASE_SECONDS=140" in str(refused.value)
+    assert "ATTEMPT_TIMEOUT_SECONDS=120 + 30" in str(refused.value)
