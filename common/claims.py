@@ -67,7 +67,8 @@ class Claims:
         return self.db.collection(COLLECTION).document(doc_id(message_id))
 
     def claim(self, message_id: str) -> Claim:
-        """1 write for a fresh message; 1 read and ≤ 1 conditional write for a redelivery."""
+        """1 write for a fresh message; for a redelivery the refused create, 1 read and at most
+        1 conditional write (the takeover)."""
         now, token = datetime.now(UTC), secrets.token_hex(8)
         try:
             result = self.ref(message_id).create(self._working(token, now, parts_sent=0))

@@ -81,10 +81,7 @@ class Responder:
             raise RetryLater("another attempt holds the claim")
         if claim.outcome is Outcome.TAKEN_OVER:
             log.warning("taking over an abandoned claim", **fields, parts_sent=claim.parts_sent)
-        try:
-            self._fenced(envelope, claim, lambda: self._reply(envelope, claim, deadline))
-        except LostClaim:
-            log.warning("lost the claim to another attempt: stopped, nothing more sent", **fields)
+        self._while_owned(envelope, claim, lambda: self._reply(envelope, claim, deadline))
 
     def give_up(self, envelope: Envelope) -> None:
         """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
@@ -105,20 +102,22 @@ class Responder:
             self._send(envelope, claim, stored or self.texts.model_error, deadline, start)
             self.claims.done(envelope.message_id, claim)
 
-        try:
-            self._fenced(envelope, claim, finish)
-        except LostClaim:
-            log.warning("lost the claim to another attempt: stopped", message_id=envelope.message_id)
+        self._while_owned(envelope, claim, finish)
 
-    def _fenced(self, envelope: Envelope, claim: Claim, work: Callable[[], None]) -> None:
-        """Run the attempt's work; on a retriable failure end the lease at once (if still ours)."""
+    def _while_owned(self, envelope: Envelope, claim: Claim, work: Callable[[], None]) -> None:
+        """Run the attempt's work: a failure ends the lease at once (if still ours) and propagates
+        (redelivery); a claim lost to another attempt stops it quietly (acknowledged)."""
         try:
-            work()
+            try:
+                work()
+            except LostClaim:
+                raise
+            except Exception:
+                self.claims.release(envelope.message_id, claim)  # the retry may start at once
+                raise
         except LostClaim:
-            raise
-        except Exception:
-            self.claims.release(envelope.message_id, claim)  # the retry may start at once
-            raise
+            stopped = "lost the claim to another attempt: stopped, nothing more sent"
+            log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
         self._mark_read(envelope, deadline)
