@@ -16,6 +16,7 @@ from common import config
 
 # Meta error codes a later attempt can fix (throttling, transient) and ones it cannot.
 RETRIABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
+AUTH_CODES = frozenset({0, 10, 190} | set(range(200, 300)))  # token or permission: an outage
 TIMEOUT = (3.05, 20)  # (connect, read) seconds
 BSUID = re.compile(r"^[A-Z]{2}\.\w+$")  # business-scoped user id, e.g. US.13491208655302741918
 
@@ -26,6 +27,7 @@ class GraphError(Exception):
     def __init__(self, status: int, code: int | None, title: str, retriable: bool) -> None:
         super().__init__(f"Graph API {status} code={code} {title}")
         self.status, self.code, self.title, self.retriable = status, code, title, retriable
+        self.auth = code in AUTH_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +60,10 @@ class GraphClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.token}"
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _call(self, method: str, url: str, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+        limit = TIMEOUT if timeout is None else (min(TIMEOUT[0], timeout), min(TIMEOUT[1], timeout))
         try:
-            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+            response = self.session.request(method, url, timeout=limit, **kwargs)
         except requests.RequestException as exc:  # timeouts, refused connections: try again later
             raise GraphError(0, None, type(exc).__name__, retriable=True) from exc
         if response.status_code >= 400:
@@ -71,7 +74,14 @@ class GraphClient:
             raise classify(response.status_code, body)
         return response
 
-    def send_text(self, phone_number_id: str, to: str, body: str, reply_to: str | None = None) -> str:
+    def send_text(
+        self,
+        phone_number_id: str,
+        to: str,
+        body: str,
+        reply_to: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
         """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id."""
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -82,11 +92,14 @@ class GraphClient:
         payload["recipient" if BSUID.match(to) else "to"] = to
         if reply_to:
             payload["context"] = {"message_id": reply_to}
-        answer = self._call("POST", f"{self.root}/{phone_number_id}/messages", json=payload).json()
+        url = f"{self.root}/{phone_number_id}/messages"
+        answer = self._call("POST", url, timeout=timeout, json=payload).json()
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return str(messages[0].get("id", "")) if messages else ""
 
-    def mark_read(self, phone_number_id: str, message_id: str, typing: bool = True) -> None:
+    def mark_read(
+        self, phone_number_id: str, message_id: str, typing: bool = True, timeout: float | None = None
+    ) -> None:
         """Blue ticks, and the typing indicator while the answer is being made (~25 s)."""
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -95,7 +108,7 @@ class GraphClient:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        self._call("POST", f"{self.root}/{phone_number_id}/messages", json=payload)
+        self._call("POST", f"{self.root}/{phone_number_id}/messages", timeout=timeout, json=payload)
 
     def media_info(self, media_id: str) -> MediaInfo:
         """The media's short-lived download url (~5 minutes), type and size."""

@@ -18,8 +18,8 @@ from common.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
+from tests.support.delivery import deliver as push
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
-from tests.support.pubsub import deliver as push
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
@@ -57,7 +57,7 @@ def envelope(kind: str = "text", text: str | None = None, **extra: object) -> En
 
 
 def deliver(responder: FunctionProcess, item: Envelope) -> None:
-    assert push(responder.url, item) == 200  # handled and acknowledged
+    assert push(responder, item) == 200  # handled and acknowledged
 
 
 def sent(graph: FakeGraph) -> list[str]:

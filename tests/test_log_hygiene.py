@@ -40,10 +40,9 @@ from tests.conftest import (
     VERIFY_TOKEN,
     stand_in_env,
 )
+from tests.support.delivery import deliver, wait_for
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.meta import fixture, signed_headers
-from tests.support.polling import wait_for
-from tests.support.pubsub import deliver
 
 AUDIO = Path(__file__).resolve().parent / "audio"
 PHONES = {"ana": "15550101234", "ben": "4915201234567", "dead": "447700900123", "cleo": "15550107788"}
@@ -191,7 +190,7 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
             result.ids["dead"], dead, dead, "106540352242922", "text", 1_779_400_000, SPOKEN["dead"]
         )
         dead_letter = {DEAD_LETTER_ATTRIBUTE: "projects/p/subscriptions/whatsapp-text"}
-        assert deliver(responder.url, lost, dead_letter) == 200
+        assert deliver(responder, lost, dead_letter) == 200
         assert len(sent_to(graph, dead)) == 1
         garbage = {"message": {"data": "bm90IGpzb24=", "messageId": "1"}, "subscription": "projects/p/s"}
         for function in (transcriber, responder):

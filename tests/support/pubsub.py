@@ -6,11 +6,8 @@ import os
 import time
 from dataclasses import dataclass
 
-import requests
 from google.cloud import pubsub_v1
 
-from common.envelope import Envelope
-from common.events import event_for
 from local.emulators import pubsub_host
 
 QUIET = 0.7  # seconds of silence that make "no more messages" believable on a loaded machine
@@ -95,16 +92,3 @@ class Topics:
     def close(self) -> None:
         self.subscriber.close()
         self.publisher.transport.close()
-
-
-def deliver(url: str, envelope: Envelope, attributes: dict[str, str] | None = None) -> int:
-    """POST the push body Pub/Sub would send for `envelope` to a function; its status (0: it died).
-
-    2xx = acknowledged; 500 = the function raised, so Pub/Sub would redeliver.
-    """
-    push = event_for(envelope)
-    push["message"]["attributes"].update(attributes or {})
-    try:
-        return requests.post(url, json=push, timeout=60).status_code
-    except requests.ConnectionError:
-        return 0
