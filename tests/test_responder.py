@@ -19,6 +19,7 @@ from common.chunks import split_text, units
 from common.claims import doc_id
 from common.envelope import Envelope, MediaRef
 from common.events import DEAD_LETTER_ATTRIBUTE, event_for
+from common.log import digest
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
@@ -346,7 +347,8 @@ def test_logs_hold_no_message_text_or_full_numbers(responder: FunctionProcess, d
     envelope = text("my secret plans", user="15559998888")
     assert deliver(responder, envelope) == 200
     logs = responder.log_text()
-    assert envelope.message_id in logs
+    assert f'"message_id": "{digest(envelope.message_id)}"' in logs  # followable, yet not the raw id
+    assert envelope.message_id not in logs
     assert "my secret plans" not in logs
     assert "15559998888" not in logs
     assert OPENAI_KEY not in logs
