@@ -5,6 +5,7 @@ Never pass message text, tokens or secrets; pass phone numbers through `mask()`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -18,6 +19,11 @@ def mask(user: str | None) -> str:
     if not user:
         return ""
     return "***" + user[-4:] if len(user) > 4 else "***"
+
+
+def digest(message_id: str) -> str:
+    """A short stable stand-in for a message id (a wamid holds a phone number). Helper h5 owns this."""
+    return "m-" + hashlib.sha256(message_id.encode()).hexdigest()[:12]
 
 
 def log(severity: str, message: str, **fields: Any) -> None:
