@@ -32,6 +32,7 @@ from local.devconfig import (
     load_dotenv,
 )
 from local.devlogs import Pump, Tail
+from local.functions import FUNCTIONS as TARGETS
 from local.functions import REPO, FunctionError, FunctionProcess, serve
 from local.topics import wire_push
 
@@ -192,12 +193,19 @@ def _start(stack: Stack, jars: emu.Jars, out: TextIO) -> None:
 
 
 def _serve(stack: Stack, name: str, env: dict[str, str], pump: Pump) -> None:
-    """One function on its port, its output pumped to the console; returns once it listens."""
+    """One function on its port, its output pumped to the console; returns once it listens.
+
+    The Pub/Sub-driven ones through local/push_guard.py: no web page may call them.
+    """
     stack.logs.append(pump)
+    source = None
+    if name != "webhook":
+        source = REPO / "local" / "push_guard.py"
+        env = {**env, "GUARDED_SOURCE": str(REPO / "functions" / name / "main.py")}
+        env["GUARDED_TARGET"] = TARGETS[name][0]
     try:
-        stack.processes.append(
-            serve(name, env, stack.plan.ports[f"{name.upper()}_PORT"], stdout=pump.writer())
-        )
+        port = stack.plan.ports[f"{name.upper()}_PORT"]
+        stack.processes.append(serve(name, env, port, stdout=pump.writer(), source=source))
     except FunctionError as exc:
         raise FunctionError(f"{exc} {pump.tail()}") from exc
     finally:

@@ -9,7 +9,9 @@ and statuses. `make dev` as a process (start, stop, a dying part): tests/test_ma
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
 import subprocess
 import sys
@@ -261,6 +263,24 @@ def test_every_port_of_the_stack_listens_on_loopback_only(stack: dev.Stack) -> N
     for name, port in stack.plan.ports.items():
         assert sockets.get(port), f"{name} {port} is not listening"
         assert sockets[port] <= LOOPBACK_HEX, f"{name} {port} listens on {sockets[port]}"
+
+
+def test_a_web_page_cannot_call_the_pub_sub_driven_functions(stack: dev.Stack) -> None:
+    """A no-cors POST (text/plain) of a structured CloudEvent: functions-framework would run it."""
+    user = "4915112345678"
+    envelope = {"message_id": wamid(user), "user": user, "to": user, "type": "text", "text": "forged"}
+    envelope |= {"phone_number_id": "106540352242922", "timestamp": int(time.time())}
+    data = base64.b64encode(json.dumps(envelope).encode()).decode()
+    event = {"specversion": "1.0", "type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//x"}
+    event |= {
+        "id": "1",
+        "data": {"message": {"data": data, "attributes": {"message_id": envelope["message_id"]}}},
+    }
+    for port in ("TRANSCRIBER_PORT", "RESPONDER_PORT"):
+        for origin in ({"Origin": "https://evil.example"}, {}):
+            headers = {"Content-Type": "text/plain", **origin}
+            answer = requests.post(stack.plan.url(port), data=json.dumps(event), headers=headers, timeout=30)
+            assert answer.status_code == 403, (port, origin, answer.status_code)
 
 
 def test_the_push_subscriptions_have_deploy_shape(stack: dev.Stack) -> None:
