@@ -339,9 +339,8 @@ def test_the_simulator_reports_sent_delivered_and_read_to_the_webhook(
     digest = log.digest(reply_id)
     own = console.of("simulator")
     for status in ("sent", "delivered", "read"):
-        assert [
-            line for line in own if f"status={status} message_id={digest}" in line and "answer=200" in line
-        ]
+        wanted = (f"status={status} message_digest={digest}", "answer=200")
+        assert [line for line in own if all(w in line for w in wanted)], f"no {status} line: {own}"
     assert not [line for line in own if "wamid." in line or user in line]  # neither raw ids nor numbers
     state = requests.get(f"{stack.simulator_url}api/state", timeout=10).json()
     assert [m["status"] for m in state["messages"] if m["id"] == reply_id] == ["read"]

@@ -112,7 +112,9 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
         if (payload.get("typing_indicator") or {}).get("type") == "text":
             store.set_typing(message.user)
         log.info(
-            "simulator: marked read", typing="typing_indicator" in payload, message_id=log.digest(message.id)
+            "simulator: marked read",
+            typing="typing_indicator" in payload,
+            message_digest=log.digest(message.id),
         )
         return jsonify({"success": True})
 
@@ -164,7 +166,7 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
             type=kind,
             chars=len(text or ""),
             quoted=bool(context),
-            message_id=log.digest(message.id),
+            message_digest=log.digest(message.id),
         )
         contact = {"input": address, "wa_id": user.phone} if user.phone else {"input": address}
         if user.user_id:

@@ -2,7 +2,8 @@
 
 Like Meta, it retries a POST that is not answered 200 (here with back-off over about 15 s, not
 for days), and it reports the bot's own messages back as statuses: sent, delivered, read.
-Its log lines name a message by `log.digest` of its id only: a wamid holds a phone number.
+Its log lines name a message by `log.digest` of its id (a wamid holds a phone number), under
+`message_digest`: common.log may digest fields named `message_id` itself, and must not twice.
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ def status_payload(user: User, message: ChatMessage, status: str) -> dict[str, A
 
 
 def described(payload: dict[str, Any]) -> dict[str, str]:
-    """Log fields for a notification: what it carries and the digest of the message's id."""
+    """Log fields for a notification: what it carries and the digest of its message's id."""
     value = payload["entry"][0]["changes"][0]["value"]
     if value.get("statuses"):
         status = value["statuses"][0]
-        return {"item": "status", "status": status["status"], "message_id": log.digest(status["id"])}
-    return {"item": "message", "message_id": log.digest(value["messages"][0]["id"])}
+        return {"item": "status", "status": status["status"], "message_digest": log.digest(status["id"])}
+    return {"item": "message", "message_digest": log.digest(value["messages"][0]["id"])}
 
 
 class Meta:
