@@ -23,6 +23,12 @@ def default_url() -> str:
     return os.environ.get("SIMULATOR_URL") or f"http://127.0.0.1:{os.environ.get('SIMULATOR_PORT') or 8090}"
 
 
+def session_headers(url: str) -> dict[str, str]:
+    """The simulator's per-run token, as the header its state-changing calls want."""
+    session = requests.get(f"{url.rstrip('/')}/api/session", timeout=10).json()
+    return {session["header"]: session["token"]}
+
+
 def send(
     url: str,
     user: str,
@@ -35,12 +41,16 @@ def send(
     endpoint = f"{url.rstrip('/')}/api/messages"
     fields = {"user": user, "name": name or ""}
     params = {"wait": str(timeout)}
+    headers, wait = session_headers(url), timeout + 30
     if audio is not None:
         with audio.open("rb") as file:
             files = {"audio": (audio.name, file)}
-            answer = requests.post(endpoint, params=params, data=fields, files=files, timeout=timeout + 30)
+            answer = requests.post(
+                endpoint, params=params, headers=headers, data=fields, files=files, timeout=wait
+            )
     else:
-        answer = requests.post(endpoint, params=params, json={**fields, "text": text}, timeout=timeout + 30)
+        body = {**fields, "text": text}
+        answer = requests.post(endpoint, params=params, headers=headers, json=body, timeout=wait)
     try:
         body = answer.json()
     except ValueError:

@@ -32,6 +32,7 @@ from local.devconfig import (
     load_dotenv,
 )
 from local.devlogs import Pump, Tail
+from local.functions import FUNCTIONS as TARGETS
 from local.functions import REPO, FunctionError, FunctionProcess, serve
 from local.topics import wire_push
 
@@ -52,6 +53,11 @@ class Stack:
     @property
     def simulator_url(self) -> str:
         return self.plan.url("SIMULATOR_PORT") if self.plan.simulator else ""
+
+    @property
+    def simulator_token(self) -> str:
+        """The simulator's per-run token (header X-Simulator-Token on its state-changing calls)."""
+        return self.plan.simulator_token if self.plan.simulator else ""
 
     @property
     def webhook_url(self) -> str:
@@ -149,6 +155,11 @@ def start_stack(env: Mapping[str, str], out: TextIO | None = None) -> Stack:
 
 
 def _start(stack: Stack, jars: emu.Jars, out: TextIO) -> None:
+    """Emulators, our servers and the Pub/Sub-driven functions; topics; the webhook last.
+
+    The webhook opens its port only once every topic and subscription exists, so a message
+    POSTed the moment the port accepts is queued, never answered 503.
+    """
     plan, lock = stack.plan, threading.Lock()
     pubsub = emu.start_pubsub(jars, plan.ports["PUBSUB_PORT"])
     stack.emulators = emu.Emulators(pubsub, pubsub)  # replaced once Firestore has started too
@@ -167,27 +178,38 @@ def _start(stack: Stack, jars: emu.Jars, out: TextIO) -> None:
         stack.logs.append(pump)
         port = plan.ports[port_name]
         own_env = {**env, "WEBHOOK_URL": stack.webhook_url, port_name: str(port)}
+        if name == "simulator":
+            own_env["SIMULATOR_TOKEN"] = plan.simulator_token
         stack.processes.append(_spawn_module(name, module, port, own_env, pump))
-    for name in FUNCTIONS:
-        port_name = f"{name.upper()}_PORT"
-        pump = Pump(name, out, lock)
-        stack.logs.append(pump)
-        try:
-            stack.processes.append(serve(name, env, plan.ports[port_name], stdout=pump.writer()))
-        except FunctionError as exc:
-            raise FunctionError(f"{exc} {pump.tail()}") from exc
-        finally:
-            pump.writer_spawned()
+    *pushed, webhook = FUNCTIONS
+    for name in pushed:
+        _serve(stack, name, env, Pump(name, out, lock))
+    pubsub.wait_ready()
+    wire_push(pubsub.address, plan.settings["GOOGLE_CLOUD_PROJECT"], **plan.wiring())
+    firestore.wait_ready()
     for process in stack.processes:
         process.wait_ready()
-    pubsub.wait_ready()
-    firestore.wait_ready()
-    settings = plan.settings
-    routes = {
-        settings["TOPIC_AUDIO"]: plan.url("TRANSCRIBER_PORT"),
-        settings["TOPIC_TEXT"]: plan.url("RESPONDER_PORT"),
-    }
-    wire_push(pubsub.address, settings["GOOGLE_CLOUD_PROJECT"], routes)
+    _serve(stack, webhook, env, Pump(webhook, out, lock))
+
+
+def _serve(stack: Stack, name: str, env: dict[str, str], pump: Pump) -> None:
+    """One function on its port, its output pumped to the console; returns once it listens.
+
+    The Pub/Sub-driven ones through local/push_guard.py: no web page may call them.
+    """
+    stack.logs.append(pump)
+    source = None
+    if name != "webhook":
+        source = REPO / "local" / "push_guard.py"
+        env = {**env, "GUARDED_SOURCE": str(REPO / "functions" / name / "main.py")}
+        env["GUARDED_TARGET"] = TARGETS[name][0]
+    try:
+        port = stack.plan.ports[f"{name.upper()}_PORT"]
+        stack.processes.append(serve(name, env, port, stdout=pump.writer(), source=source))
+    except FunctionError as exc:
+        raise FunctionError(f"{exc} {pump.tail()}") from exc
+    finally:
+        pump.writer_spawned()
 
 
 def main() -> int:

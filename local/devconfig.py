@@ -6,11 +6,14 @@ environment, so tests can start a stack on free ports whatever the machine has s
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from local import emulators as emu
+from local.topics import DeadLetters
 
 # Every port make dev binds: variable -> default. 0 means "any free port".
 PORTS = {
@@ -35,7 +38,10 @@ LOCAL_DEFAULTS = {
 }
 REAL_WHATSAPP = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")  # no local stand-ins then
 OFFLINE_MODEL = "offline-stand-in"
-FUNCTIONS = ("webhook", "transcriber", "responder")  # started in this order, each on <NAME>_PORT
+FUNCTIONS = ("transcriber", "responder", "webhook")  # started in this order, each on <NAME>_PORT
+# The contract with the responder and deploy.sh: a claim's lease outlives one attempt by a margin.
+LEASE_DEFAULTS = {"ATTEMPT_TIMEOUT_SECONDS": 120, "CLAIM_LEASE_SECONDS": 180}
+LEASE_MARGIN_SECONDS = 30
 
 
 class DevError(RuntimeError):
@@ -66,6 +72,23 @@ def environment(environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[s
     return merged
 
 
+def check_lease(settings: Mapping[str, str]) -> None:
+    """Refuse a claim lease that one responder attempt could outlive (a redelivery would answer twice)."""
+    values = {}
+    for name, default in LEASE_DEFAULTS.items():
+        raw = settings.get(name, str(default))
+        try:
+            values[name] = float(raw)
+        except ValueError:
+            raise DevError(f"{name} must be a number of seconds, not {raw!r}") from None
+    lease, attempt = values["CLAIM_LEASE_SECONDS"], values["ATTEMPT_TIMEOUT_SECONDS"]
+    if lease < attempt + LEASE_MARGIN_SECONDS:
+        raise DevError(
+            f"CLAIM_LEASE_SECONDS ({lease:g}) must be at least ATTEMPT_TIMEOUT_SECONDS ({attempt:g}) "
+            f"+ {LEASE_MARGIN_SECONDS}: raise CLAIM_LEASE_SECONDS or lower ATTEMPT_TIMEOUT_SECONDS"
+        )
+
+
 @dataclass
 class Plan:
     """What to start, decided from the settings alone (never from this process's environment)."""
@@ -74,6 +97,8 @@ class Plan:
     ports: dict[str, int]
     simulator: bool
     offline_model: bool
+    # Per run: the simulator's state-changing endpoints want it (its page and the CLI get it from it).
+    simulator_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
     @classmethod
     def from_settings(cls, env: Mapping[str, str]) -> Plan:
@@ -86,6 +111,7 @@ class Plan:
                 "too (or unset WHATSAPP_API_BASE to use the simulator)"
             )
         settings = {**LOCAL_DEFAULTS, **given}
+        check_lease(settings)
         offline = not (settings.get("OPENAI_API_KEY") or settings.get("OPENAI_BASE_URL"))
         if offline and settings["TRANSCRIBE_BACKEND"] == "openai":  # the stand-in cannot transcribe
             settings["TRANSCRIBE_BACKEND"] = "sphinx"
@@ -99,10 +125,30 @@ class Plan:
             ports[name] = int(raw) or emu.free_port()
             if raw != "0" and not emu.port_is_free(ports[name]):
                 raise DevError(f"port {raw} ({name}) is already in use: stop what holds it or set {name}")
-        return cls(settings, ports, simulator, offline)
+        plan = cls(settings, ports, simulator, offline)
+        plan.wiring()  # refuses bad values before anything starts
+        return plan
 
     def url(self, port_name: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports[port_name]}{path}"
+
+    def wiring(self) -> dict[str, Any]:
+        """wire_push's arguments: deploy.sh's subscription shape, pointed at the local functions."""
+        settings = self.settings
+        attempts = settings.get("MAX_DELIVERY_ATTEMPTS", "5")
+        if not attempts.isdigit() or not 5 <= int(attempts) <= 100:
+            raise DevError(f"MAX_DELIVERY_ATTEMPTS must be 5..100 (Pub/Sub's limits), not {attempts!r}")
+        dead_letter_topic = (
+            settings.get("TOPIC_DEAD_LETTER") or f"{settings.get('NAME_PREFIX') or 'whatsbot'}-dead-letter"
+        )
+        return {
+            "routes": {
+                settings["TOPIC_AUDIO"]: self.url("TRANSCRIBER_PORT"),
+                settings["TOPIC_TEXT"]: self.url("RESPONDER_PORT"),
+            },
+            "ack_deadline": round(float(settings.get("ATTEMPT_TIMEOUT_SECONDS", "120"))),
+            "dead_letters": DeadLetters(dead_letter_topic, self.url("RESPONDER_PORT"), int(attempts)),
+        }
 
     def function_env(self, emulators: emu.Emulators) -> dict[str, str]:
         """The functions get .env and the environment, pointed at the local parts."""

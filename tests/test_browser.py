@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,40 @@ def test_a_voice_note_recorded_on_the_page_arrives_as_ogg_opus(stack: dev.Stack,
     state = requests.get(f"{stack.simulator_url}api/state", timeout=5).json()
     recorded = [m for m in state["messages"] if m["type"] == "audio" and m["sender"] == "user"]
     assert [m["mime_type"] for m in recorded] == ["audio/ogg; codecs=opus"]  # as WhatsApp sends them
+
+
+def other_site(html: str) -> ThreadingHTTPServer:
+    """Another origin (a page the developer happens to visit), serving one page."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_form_on_another_site_cannot_post_to_the_simulator(stack: dev.Stack, browser: WebDriver) -> None:
+    """Another origin's page submits a form to the simulator: Chromium sends it, the simulator refuses."""
+    user, action = "15550000015", f"{stack.simulator_url}api/messages"
+    html = f"""<form id="f" method="post" enctype="multipart/form-data" action="{action}">
+      <input name="user" value="{user}"><input name="text" value="spend the key"></form>
+      <script>document.getElementById("f").submit()</script>"""
+    site = other_site(html)
+    try:
+        browser.get(f"http://localhost:{site.server_port}/")  # another origin than 127.0.0.1:<simulator>
+        WebDriverWait(browser, 30).until(lambda d: d.current_url.endswith("/api/messages"))
+        WebDriverWait(browser, 30).until(lambda d: "cross-origin" in d.find_element(By.TAG_NAME, "body").text)
+    finally:
+        site.shutdown()
+    state = requests.get(f"{stack.simulator_url}api/state", timeout=5).json()
+    assert user not in [u["key"] for u in state["users"]]  # nothing reached the webhook

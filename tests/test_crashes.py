@@ -30,8 +30,9 @@ from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
-from tests.support.delivery import deliver, killer, redeliver_until_answered, wait_for
+from tests.support.delivery import deliver, killer, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
+from tests.support.wait import wait_for
 
 SENDER = "15550006666"
 # An attempt may work 4 s, a claim's lease is 5 s: the rule lease >= attempt + margin holds with

@@ -2,50 +2,86 @@
 
 Everything real except WhatsApp itself and the model: emulators, push subscriptions, the three
 functions, sphinx transcription; the simulator plays Meta and the Graph API, the offline
-stand-in model answers.
+stand-in model answers. Also what the stack promises around that: the simulator only for the
+developer's own browser, every port on loopback, deploy.sh's subscription shape, Meta's retries
+and statuses. `make dev` as a process (start, stop, a dying part): tests/test_make_dev.py.
 """
 
 from __future__ import annotations
 
-import os
+import base64
+import io
+import json
 import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from common import log
 from local import dev
+from local import emulators as emu
 from local.cli import send
-from local.emulators import REPO, free_port, port_is_free
+from local.emulators import REPO, free_port
+from local.functions import serve
 from local.offline_model import LABEL
-from tests.support.fakes import FakeGraph, FakeOpenAI
-from tests.support.meta import fixture_bytes, signed_headers
+from local.simulator.meta import Meta, message_payload
+from local.simulator.state import ChatMessage, User, wamid
+from tests.support.wait import poll
 
 AUDIO = REPO / "tests" / "audio"
 ARTIFACTS = REPO / "build" / "test-artifacts"
 ANY_PORT = {name: "0" for name in dev.PORTS}
 
 
+class Console(io.TextIOBase):
+    """make dev's console: kept as an artifact, and its lines in memory for the tests to read."""
+
+    def __init__(self, path: Path) -> None:
+        self.file, self.lines = path.open("w"), []
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        self.lines.extend(text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes
+        self.file.close()
+
+    def of(self, name: str) -> list[str]:
+        """The lines one process printed (`webhook`, `simulator`, …), without the name column."""
+        return [line.split(" | ", 1)[1] for line in list(self.lines) if line.strip().startswith(f"{name} |")]
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[dev.Stack]:
-    """The stack exactly as make dev starts it, on free ports, its console kept as an artifact."""
+def console() -> Iterator[Console]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with (ARTIFACTS / "dev-stack.log").open("w") as console:
-        try:
-            stack = dev.start_stack(ANY_PORT, console)
-        except dev.DevError as exc:
-            pytest.fail(f"make dev could not start: {exc}", pytrace=False)
-        yield stack
-        stack.stop()
+    out = Console(ARTIFACTS / "dev-stack.log")
+    yield out
+    out.close()
+
+
+@pytest.fixture(scope="module")
+def stack(console: Console) -> Iterator[dev.Stack]:
+    """The stack exactly as make dev starts it, on free ports, its console kept as an artifact."""
+    try:
+        stack = dev.start_stack(ANY_PORT, console)
+    except dev.DevError as exc:
+        pytest.fail(f"make dev could not start: {exc}", pytrace=False)
+    yield stack
+    stack.stop()
 
 
 def say(stack: dev.Stack, user: str, text: str, timeout: float = 30) -> dict[str, Any]:
@@ -110,6 +146,7 @@ def test_audio_uploads_become_what_whatsapp_delivers(
         answer = requests.post(
             f"{stack.simulator_url}api/messages",
             params={"wait": "60"},
+            headers={"X-Simulator-Token": stack.simulator_token},
             data={"user": "15550000003", "voice": voice},
             files={"audio": (upload, file)},
             timeout=90,
@@ -173,130 +210,173 @@ def test_the_cli_exits_non_zero_without_a_reply(stack: dev.Stack) -> None:
     )
 
 
-def descendants(root: int) -> set[int]:
-    """Every live process below `root` (the functions' gunicorn workers, the java emulators…)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
+def test_other_sites_and_foreign_hosts_cannot_use_the_simulator(stack: dev.Stack) -> None:
+    """Any page may POST a form to 127.0.0.1, and a DNS-rebinding page may read answers: both refused."""
+    url, port = stack.simulator_url, stack.plan.ports["SIMULATOR_PORT"]
+    token = {"X-Simulator-Token": stack.simulator_token}
+    user, evil, rebound = "15550000012", {"Origin": "https://evil.example"}, {"Host": f"evil.example:{port}"}
+
+    def call(method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, f"{url}{path}", timeout=60, **kwargs)
+
+    # What <form method=post enctype=multipart/form-data action=http://127.0.0.1:8090/api/messages> sends
+    note = {"audio": ("page.webm", b"\x1aE\xdf\xa3" + bytes(2000))}
+    form = call("POST", "api/messages", headers=evil, data={"user": user, "voice": "1"}, files=note)
+    assert form.status_code == 403 and "cross-origin" in form.json()["error"]
+    text = {"user": user, "text": "x"}
+    assert (
+        call("POST", "api/messages", headers={**token, **evil}, json=text).status_code == 403
+    )  # Origin alone
+    no_token = call("POST", "api/messages", json=text)
+    assert no_token.status_code == 403 and "X-Simulator-Token" in no_token.json()["error"]
+    assert call("GET", "api/state", headers=rebound).status_code == 403
+    assert call("GET", "api/session", headers=rebound).status_code == 403
+    assert call("POST", "api/users", headers={**rebound, **token}, json={"phone": user}).status_code == 403
+    too_big = call("POST", "api/messages", headers=token, json={"user": user, "text": "x" * 300_000})
+    assert too_big.status_code == 413
+    assert user not in [u["key"] for u in call("GET", "api/state").json()["users"]]  # none of it got through
+    page = call("GET", "")  # the chat page itself (tests/test_browser.py drives it)
+    assert page.status_code == 200 and stack.simulator_token in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    own = {**token, "Origin": url.rstrip("/")}  # what the page's own fetch() sends
+    sent = call("POST", "api/messages", params={"wait": "30"}, headers=own, json={**text, "text": "hi"})
+    assert sent.status_code == 200 and sent.json()["replies"]
+
+
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def listening() -> dict[int, set[str]]:
+    """Port -> the local addresses (hex, as /proc/net/tcp* shows them) of sockets listening on it."""
+    found: dict[int, set[str]] = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].split(":")
+                found.setdefault(int(port, 16), set()).add(address)
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def test_every_port_of_the_stack_listens_on_loopback_only(stack: dev.Stack) -> None:
+    sockets = listening()
+    for name, port in stack.plan.ports.items():
+        assert sockets.get(port), f"{name} {port} is not listening"
+        assert sockets[port] <= LOOPBACK_HEX, f"{name} {port} listens on {sockets[port]}"
 
 
-def test_make_dev_prints_one_ready_line_and_ctrl_c_leaves_nothing_behind() -> None:
-    ports = {name: str(free_port()) for name in dev.PORTS}
-    env = {**os.environ, **ports, "PYTHONUNBUFFERED": "1", "DOTENV": "/dev/null"}  # hermetic
-    for key in ("WHATSAPP_API_BASE", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
-        env.pop(key, None)
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.dev"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout or []:
-            lines.append(line)
-            if line.startswith("WhatsBot is ready"):
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert ready.wait(90), "".join(lines[-20:])
-        print(f"make dev ready after {time.monotonic() - started:.1f}s")
-        ready_lines = [line for line in lines if line.startswith("WhatsBot is ready")]
-        assert len(ready_lines) == 1
-        assert f"http://127.0.0.1:{ports['SIMULATOR_PORT']}/" in ready_lines[0]
-        assert f"http://127.0.0.1:{ports['WEBHOOK_PORT']}/" in ready_lines[0]
-        url = f"http://127.0.0.1:{ports['SIMULATOR_PORT']}"
-        assert LABEL in send(url, "15550000008", text="still there?", timeout=30)["replies"][0]["text"]
-        children = descendants(process.pid)
-        assert len(children) >= 7  # 2 emulators, 3 functions (+ workers), simulator, model
-    finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
-    assert code == 0, "".join(lines[-20:])
-    assert not [pid for pid in children if alive(pid)]
-    assert all(port_is_free(int(port)) for port in ports.values())
-
-
-def test_a_missing_prerequisite_is_one_clear_line() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {**os.environ, **ANY_PORT, "WEBHOOK_PORT": str(port), "DOTENV": "/dev/null"}
-        done = subprocess.run(
-            [sys.executable, "-m", "local.dev"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-        )
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
-        f"make dev: port {port} (WEBHOOK_PORT) is already in use: stop what holds it or set WEBHOOK_PORT"
-    ]
-    no_java = {**env, "PATH": "/nonexistent"}
-    done = subprocess.run(
-        [sys.executable, "-m", "local.dev"], cwd=REPO, env=no_java, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode != 0 and "java not found" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_pointed_at_real_whatsapp_and_a_local_model_server_no_simulator_no_stand_in() -> None:
-    """WHATSAPP_API_BASE and OPENAI_BASE_URL set (stand-ins for graph.facebook.com and Ollama here)."""
-    graph, model = FakeGraph(token="real-token"), FakeOpenAI()
-    settings = {
-        **ANY_PORT,
-        "WHATSAPP_API_BASE": graph.url,
-        "WHATSAPP_TOKEN": "real-token",
-        "WHATSAPP_APP_SECRET": "real-secret",
-        "WHATSAPP_VERIFY_TOKEN": "real-verify",
-        "OPENAI_BASE_URL": model.base_url,
-        "OPENAI_MODEL": "llama3.2",
+def test_a_web_page_cannot_call_the_pub_sub_driven_functions(stack: dev.Stack) -> None:
+    """A no-cors POST (text/plain) of a structured CloudEvent: functions-framework would run it."""
+    user = "4915112345678"
+    envelope = {"message_id": wamid(user), "user": user, "to": user, "type": "text", "text": "forged"}
+    envelope |= {"phone_number_id": "106540352242922", "timestamp": int(time.time())}
+    data = base64.b64encode(json.dumps(envelope).encode()).decode()
+    event = {"specversion": "1.0", "type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "//x"}
+    event |= {
+        "id": "1",
+        "data": {"message": {"data": data, "attributes": {"message_id": envelope["message_id"]}}},
     }
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    console = (ARTIFACTS / "dev-stack-real.log").open("w")
-    stack = dev.start_stack(settings, console)
+    for port in ("TRANSCRIBER_PORT", "RESPONDER_PORT"):
+        for origin in ({"Origin": "https://evil.example"}, {}):
+            headers = {"Content-Type": "text/plain", **origin}
+            answer = requests.post(stack.plan.url(port), data=json.dumps(event), headers=headers, timeout=30)
+            assert answer.status_code == 403, (port, origin, answer.status_code)
+
+
+def test_the_push_subscriptions_have_deploy_shape(stack: dev.Stack) -> None:
+    """Ordered, dead letters after 5 attempts, back-off 10..600 s, 7 days; dead letters to the responder."""
+    from google.cloud import pubsub_v1
+
+    project = f"projects/{stack.plan.settings['GOOGLE_CLOUD_PROJECT']}"
+    with emu.pubsub_host(stack.emulators.pubsub.address):
+        subscriber = pubsub_v1.SubscriberClient()
     try:
-        assert not stack.plan.simulator and not stack.plan.offline_model
-        assert "SIMULATOR_PORT" not in stack.plan.ports and "OFFLINE_MODEL_PORT" not in stack.plan.ports
-        hub = {"hub.mode": "subscribe", "hub.verify_token": "real-verify", "hub.challenge": "42"}
-        assert requests.get(stack.webhook_url, params=hub, timeout=5).text == "42"  # Meta's handshake
-        body = fixture_bytes("messages/text")  # what Meta POSTs through the tunnel
-        answer = requests.post(
-            stack.webhook_url, data=body, headers=signed_headers(body, "real-secret"), timeout=10
-        )
-        assert answer.status_code == 200
-        deadline = time.monotonic() + 30
-        while not graph.sent() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert graph.sent()[0]["text"]["body"].startswith("echo: ")  # the local server's answer
-        assert model.chats()[0]["model"] == "llama3.2"
+        found = {
+            s.name.rsplit("/", 1)[1]: s for s in subscriber.list_subscriptions(request={"project": project})
+        }
     finally:
-        stack.stop()
-        console.close()
-        graph.close()
-        model.close()
+        subscriber.close()
+    dead_letters = f"{project}/topics/whatsbot-dead-letter"
+    for topic, port in (("whatsapp-audio", "TRANSCRIBER_PORT"), ("whatsapp-text", "RESPONDER_PORT")):
+        pushed = found[f"{topic}-push"]
+        assert pushed.topic == f"{project}/topics/{topic}"
+        assert pushed.push_config.push_endpoint == stack.plan.url(port)
+        assert pushed.enable_message_ordering
+        assert pushed.dead_letter_policy.dead_letter_topic == dead_letters
+        assert pushed.dead_letter_policy.max_delivery_attempts == 5
+        retry = pushed.retry_policy
+        assert (retry.minimum_backoff, retry.maximum_backoff) == (
+            timedelta(seconds=10),
+            timedelta(seconds=600),
+        )
+        assert pushed.ack_deadline_seconds == 120  # ATTEMPT_TIMEOUT_SECONDS, as deploy.sh's function timeout
+        assert pushed.message_retention_duration == timedelta(days=7)
+    apology = found["whatsbot-dead-letter-apology"]
+    assert apology.topic == dead_letters and apology.push_config.push_endpoint == stack.plan.url(
+        "RESPONDER_PORT"
+    )
+    assert not apology.dead_letter_policy.dead_letter_topic  # nothing loops
+    assert found["whatsbot-dead-letter-inspect"].topic == dead_letters
 
 
-def test_dotenv_is_read_under_the_environment(tmp_path: Path) -> None:
-    env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nexport A=1\nB='two words'\nC=\nD=from-file\n")
-    assert dev.load_dotenv(env_file) == {"A": "1", "B": "two words", "C": "", "D": "from-file"}
-    merged = dev.environment({"D": "from-env", "A": ""}, dev.load_dotenv(env_file))
-    assert merged == {"A": "1", "B": "two words", "D": "from-env"}
-    with pytest.raises(dev.DevError, match="WHATSAPP_TOKEN"):
-        dev.Plan.from_settings({**ANY_PORT, "WHATSAPP_API_BASE": "https://graph.facebook.com"})
+def test_the_simulator_reports_sent_delivered_and_read_to_the_webhook(
+    stack: dev.Stack, console: Console
+) -> None:
+    """As Meta does, with only a digest of the id in the simulator's own log lines."""
+    user = "15550000013"
+    answer = say(stack, user, "tick, tick")
+    reply_id = answer["replies"][0]["id"]
+    page = {"X-Simulator-Token": stack.simulator_token}
+    shown = requests.post(f"{stack.simulator_url}api/read", headers=page, json={"user": user}, timeout=10)
+    assert shown.ok  # the page showed the reply: WhatsApp reports it read
+
+    def reported() -> set[str]:  # the statuses the webhook acknowledged for the bot's reply
+        named = f"message_id={log.digest(reply_id)}"
+        lines = [line for line in console.of("webhook") if " status " in line and named in line]
+        return {m.group(1) for line in lines if (m := re.search(r" status=(\w+)", line))}
+
+    assert poll(lambda: reported() >= {"sent", "delivered", "read"}, 60, "sent, delivered and read statuses")
+    digest = log.digest(reply_id)
+    own = console.of("simulator")
+    for status in ("sent", "delivered", "read"):
+        wanted = (f"status={status} message_id={digest}", "answer=200")
+        assert [line for line in own if all(w in line for w in wanted)], f"no {status} line: {own}"
+    assert not [line for line in own if "wamid." in line or user in line]  # neither raw ids nor numbers
+    state = requests.get(f"{stack.simulator_url}api/state", timeout=10).json()
+    assert [m["status"] for m in state["messages"] if m["id"] == reply_id] == ["read"]
+
+
+def test_the_simulator_retries_a_webhook_post_until_it_is_answered_200(stack: dev.Stack) -> None:
+    """Like Meta: the real webhook answers 503 while its topic is missing; a retry after that is queued."""
+    from google.cloud import pubsub_v1
+
+    topic = "retry-text"
+    env = {**stack.plan.function_env(stack.emulators), "TOPIC_TEXT": topic, "TOPIC_AUDIO": f"{topic}-audio"}
+    webhook = serve("webhook", env)
+    user = User("15550000014", "Retry")
+    message = ChatMessage(wamid(user.key), user.key, "user", "text", time.time(), text="are you there?")
+    delivered: list[tuple[bool, str]] = []
+    meta = Meta(webhook.url, env["WHATSAPP_APP_SECRET"], retry_delays=(0.5, 1, 2, 4, 8, 16, 30))
+    poster = threading.Thread(
+        target=lambda: delivered.append(meta.post(message_payload(user, message, None, "")))
+    )
+    project = stack.plan.settings["GOOGLE_CLOUD_PROJECT"]
+    with emu.pubsub_host(stack.emulators.pubsub.address):
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    try:
+        poster.start()
+        poll(lambda: "publishing failed" in webhook.log_text(), 60, "a first POST answered 503")
+        publisher.create_topic(request={"name": publisher.topic_path(project, topic)})
+        queue = subscriber.subscription_path(project, f"{topic}-check")
+        subscriber.create_subscription(request={"name": queue, "topic": publisher.topic_path(project, topic)})
+        poster.join(timeout=120)
+        assert delivered == [(True, "")]
+        log_text = webhook.log_text()
+        assert log_text.count("publishing failed") >= 1 and log_text.count("message queued") == 1
+        pulled = subscriber.pull(request={"subscription": queue, "max_messages": 10}, timeout=30)
+        assert [m.message.attributes["message_id"] for m in pulled.received_messages] == [message.id]
+    finally:
+        poster.join(timeout=120)
+        webhook.stop()
+        subscriber.close()
+        publisher.transport.close()

@@ -40,9 +40,10 @@ from tests.conftest import (
     VERIFY_TOKEN,
     stand_in_env,
 )
-from tests.support.delivery import deliver, wait_for
+from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.meta import fixture, signed_headers
+from tests.support.wait import wait_for
 
 AUDIO = Path(__file__).resolve().parent / "audio"
 PHONES = {"ana": "15550101234", "ben": "4915201234567", "dead": "447700900123", "cleo": "15550107788"}

@@ -24,9 +24,10 @@ from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, stand_in_env
-from tests.support.delivery import deliver, wait_for
+from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
 from tests.support.meta import fixture, signed_headers
+from tests.support.wait import wait_for
 
 SENDER = "15550007777"
 # The rule lease >= attempt + margin, with CLAIM_LEASE_MARGIN_SECONDS=1 (30 in production).

@@ -111,7 +111,11 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
             store.update_message(message.id, status="read")
         if (payload.get("typing_indicator") or {}).get("type") == "text":
             store.set_typing(message.user)
-        log.info("simulator: marked read", typing="typing_indicator" in payload)
+        log.info(
+            "simulator: marked read",
+            typing="typing_indicator" in payload,
+            message_id=message.id,
+        )
         return jsonify({"success": True})
 
     def send(payload: dict[str, Any]) -> Response:
@@ -157,7 +161,13 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
         meta.report(user, message, "sent")
         meta.report(user, message, "delivered")
         store.update_message(message.id, status="delivered")
-        log.info("simulator: bot message", type=kind, chars=len(text or ""), quoted=bool(context))
+        log.info(
+            "simulator: bot message",
+            type=kind,
+            chars=len(text or ""),
+            quoted=bool(context),
+            message_id=message.id,
+        )
         contact = {"input": address, "wa_id": user.phone} if user.phone else {"input": address}
         if user.user_id:
             contact["user_id"] = user.user_id

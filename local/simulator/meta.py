@@ -1,7 +1,9 @@
 """The simulator playing Meta: webhook payloads as Meta builds them, signed and POSTed to the webhook.
 
-Like Meta, it retries a POST that is not answered 200 (here a few times within seconds, not for
-days), and it reports the bot's own messages back as statuses: sent, delivered, read.
+Like Meta, it retries a POST that is not answered 200 (here with back-off over about 15 s, not
+for days), and it reports the bot's own messages back as statuses: sent, delivered, read.
+Its log lines name a message as every function does: common.log turns `message_id` into its digest
+(a wamid holds a phone number).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from local.simulator.state import (
     User,
 )
 
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts after a non-200 answer
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between attempts after a non-200 answer
 
 
 def notification(value: dict[str, Any]) -> dict[str, Any]:
@@ -79,11 +81,22 @@ def status_payload(user: User, message: ChatMessage, status: str) -> dict[str, A
     return notification({"statuses": [item]})
 
 
+def described(payload: dict[str, Any]) -> dict[str, str]:
+    """Log fields for a notification: what it carries and the digest of its message's id."""
+    value = payload["entry"][0]["changes"][0]["value"]
+    if value.get("statuses"):
+        status = value["statuses"][0]
+        return {"item": "status", "status": status["status"], "message_id": status["id"]}
+    return {"item": "message", "message_id": value["messages"][0]["id"]}
+
+
 class Meta:
     """POSTs signed notifications to the webhook; statuses go through a background queue."""
 
-    def __init__(self, webhook_url: str, app_secret: str) -> None:
-        self.webhook_url, self.app_secret = webhook_url, app_secret
+    def __init__(
+        self, webhook_url: str, app_secret: str, retry_delays: tuple[float, ...] = RETRY_DELAYS
+    ) -> None:
+        self.webhook_url, self.app_secret, self.retry_delays = webhook_url, app_secret, retry_delays
         self.session = requests.Session()
         self._statuses: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._post_statuses, name="statuses", daemon=True).start()
@@ -96,8 +109,8 @@ class Meta:
             "X-Hub-Signature-256": sign(body, self.app_secret),
             "User-Agent": "facebookexternalua",
         }
-        why = ""
-        for delay in (0.0, *RETRY_DELAYS):
+        why, fields = "", described(payload)
+        for attempt, delay in enumerate((0.0, *self.retry_delays), 1):
             time.sleep(delay)
             started = time.monotonic()
             try:
@@ -106,11 +119,13 @@ class Meta:
                 why = f"webhook unreachable ({type(exc).__name__})"
             else:
                 millis = round((time.monotonic() - started) * 1000)
-                log.info("simulator: webhook POST", status=answer.status_code, ms=millis)
+                log.info(
+                    "simulator: webhook POST", answer=answer.status_code, attempt=attempt, ms=millis, **fields
+                )
                 if answer.status_code == 200:
                     return True, ""
                 why = f"webhook answered {answer.status_code}"
-        log.warning("simulator: webhook POST gave up", reason=why)
+        log.warning("simulator: webhook POST gave up", reason=why, attempts=attempt, **fields)
         return False, why
 
     def report(self, user: User, message: ChatMessage, status: str) -> None:

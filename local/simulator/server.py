@@ -1,7 +1,9 @@
 """The simulator's web server: the chat page, its JSON API (also the CLI's), live events, Graph API.
 
 Run by `make dev` as `python -m local.simulator`; settings come from the environment:
-SIMULATOR_PORT, WEBHOOK_URL (where Meta's POSTs go), WHATSAPP_APP_SECRET, WHATSAPP_TOKEN.
+SIMULATOR_PORT, WEBHOOK_URL (where Meta's POSTs go), WHATSAPP_APP_SECRET, WHATSAPP_TOKEN,
+SIMULATOR_TOKEN (the per-run token of the JSON API, see guard.py; made up when unset).
+Serves 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import queue
 import re
+import secrets
 import signal
 import sys
 import time
@@ -22,7 +25,7 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from common import config, log
-from local.simulator import audio, graph_api
+from local.simulator import audio, graph_api, guard
 from local.simulator.meta import Meta, message_payload
 from local.simulator.state import ChatMessage, Store, User, wamid
 
@@ -31,11 +34,14 @@ PHONE = re.compile(r"^\d{6,15}$")
 BSUID = re.compile(r"^[A-Z]{2}\.\w{5,}$")
 DEFAULT_USERS = (("15551234567", "Alex"), ("4915112345678", "Mia"))
 WAIT_LIMIT = 300.0
+TOKEN_PLACEHOLDER = "{{SIMULATOR_TOKEN}}"  # noqa: S105 (index.html: the page reads it from a meta tag)
 
 
-def create_app(webhook_url: str, app_secret: str, token: str) -> Flask:
-    """A Flask app with its own Store; tests may create several."""
+def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: str | None = None) -> Flask:
+    """A Flask app with its own Store; tests may create several. `token` is the Graph API's."""
     app = Flask(__name__, static_folder=None)
+    simulator_token = simulator_token or secrets.token_urlsafe(18)
+    guard.install(app, simulator_token, audio.MAX_AUDIO_BYTES + 1024 * 1024)
     store, meta, urls = Store(), Meta(webhook_url, app_secret), graph_api.MediaUrls()
     for phone, name in DEFAULT_USERS:
         store.add_user(phone, name)
@@ -45,9 +51,16 @@ def create_app(webhook_url: str, app_secret: str, token: str) -> Flask:
     def bad(reason: str, status: int = 400) -> tuple[Response, int]:
         return jsonify({"error": reason}), status
 
+    page_html = (STATIC / "index.html").read_text().replace(TOKEN_PLACEHOLDER, simulator_token)
+
     @app.get("/")
     def page() -> Response:
-        return send_from_directory(STATIC, "index.html")
+        return Response(page_html, mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/session")
+    def session() -> Response:
+        """The per-run token, for the CLI (a page of another origin cannot read this answer)."""
+        return jsonify({"token": simulator_token, "header": guard.TOKEN_HEADER})
 
     @app.get("/static/<path:name>")
     def static_file(name: str) -> Response:
@@ -83,6 +96,10 @@ def create_app(webhook_url: str, app_secret: str, token: str) -> Flask:
 
         `?wait=SECONDS` answers only once the bot replied (or the time ran out): the CLI's way.
         """
+        try:
+            wait = min(float(request.args.get("wait") or 0), WAIT_LIMIT)
+        except ValueError:
+            return bad("wait is a number of seconds")
         form: Any = request.form if request.files else (request.get_json(silent=True) or {})
         user, why = user_from(str(form.get("user") or ""), str(form.get("name") or ""))
         if user is None:
@@ -114,7 +131,6 @@ def create_app(webhook_url: str, app_secret: str, token: str) -> Flask:
         else:
             store.update_message(message.id, status="failed", error=why)
         answer: dict[str, Any] = {"message": store.messages[message.id].to_json()}
-        wait = min(float(request.args.get("wait") or 0), WAIT_LIMIT)
         if delivered and wait > 0:
             replies = store.wait_replies(message.id, wait)
             answer |= {"replies": [m.to_json() for m in replies], "timed_out": not replies}
@@ -173,11 +189,12 @@ def main() -> int:
     port = int(config.get("SIMULATOR_PORT", "8090") or 8090)
     webhook_url = config.get("WEBHOOK_URL", "http://127.0.0.1:8080/") or ""
     secret, token = config.get("WHATSAPP_APP_SECRET"), config.get("WHATSAPP_TOKEN")
+    simulator_token = config.get("SIMULATOR_TOKEN")
     if not secret or not token:
         print("simulator: WHATSAPP_APP_SECRET and WHATSAPP_TOKEN must be set", file=sys.stderr)
         return 2
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    app = create_app(webhook_url, secret, token)
+    app = create_app(webhook_url, secret, token, simulator_token)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=NoDelayHandler)
     server.daemon_threads = True  # open event streams do not hold up the exit
 

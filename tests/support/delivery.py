@@ -30,16 +30,6 @@ def deliver(
         return 0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30, every: float = 0.1) -> bool:
-    """Poll `condition` until it holds or the deadline passes; the last check decides."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every)
-    return condition()
-
-
 def redeliver_until_answered(
     function: FunctionProcess, envelope: Envelope, timeout: float = 60, **kwargs: object
 ) -> list[int]:

@@ -6,6 +6,9 @@ const $ = (id) => document.getElementById(id);
 const state = { users: new Map(), messages: new Map(), current: null, typingUntil: {} };
 let recorder = null;
 const micIcon = $("mic").innerHTML;
+// The simulator's per-run token: every state-changing call carries it (another site's page cannot).
+const TOKEN = document.querySelector('meta[name="simulator-token"]').content;
+const JSON_HEADERS = { "Content-Type": "application/json", "X-Simulator-Token": TOKEN };
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -110,7 +113,7 @@ function markRead() {  // the page shows the bot's messages: WhatsApp would repo
   if (!unread || document.hidden || readTimer) return;
   readTimer = setTimeout(() => {
     readTimer = null;
-    fetch("/api/read", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ user: state.current }) });
+    fetch("/api/read", { method: "POST", headers: JSON_HEADERS, body: JSON.stringify({ user: state.current }) });
   }, 600);
 }
 
@@ -130,7 +133,7 @@ async function post(body) {
   const isForm = body instanceof FormData;
   const response = await fetch("/api/messages", {
     method: "POST",
-    headers: isForm ? {} : { "Content-Type": "application/json" },
+    headers: isForm ? { "X-Simulator-Token": TOKEN } : JSON_HEADERS,
     body: isForm ? body : JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({}));
@@ -212,7 +215,7 @@ $("new-user").onsubmit = async (event) => {
   event.preventDefault();
   const response = await fetch("/api/users", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers: JSON_HEADERS,
     body: JSON.stringify({ phone: $("new-phone").value, name: $("new-name").value }),
   });
   const answer = await response.json();
