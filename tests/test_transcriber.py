@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -33,6 +34,11 @@ MODEL = "test-transcribe-model"
 # Measured with the pocketsphinx wheel's en-us model: 100 % on both English OGG notes, 89 % (8 of 9
 # words) on the m4a and amr copies, which lose "is". The margin absorbs codec build differences.
 SPHINX_MIN_OVERLAP = 0.75
+_media_ids = itertools.count(10**15)  # media ids are digits, as Meta's are (and as the client insists)
+
+
+def new_media_id() -> str:
+    return str(next(_media_ids))
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +100,7 @@ def voice_note(
 
 
 def committed(graph: FakeGraph, name: str, media_id: str | None = None) -> Envelope:
-    return voice_note(graph, media_id or name.replace(".", "_"), (AUDIO / name).read_bytes(), MIME[name[-3:]])
+    return voice_note(graph, media_id or new_media_id(), (AUDIO / name).read_bytes(), MIME[name[-3:]])
 
 
 def deliver(function: FunctionProcess, envelope: Envelope) -> int:
@@ -139,11 +145,11 @@ def test_sphinx_hears_most_of_the_spoken_words(
 def test_transcript_keeps_the_ids_user_and_ordering_key(
     sphinx: FunctionProcess, graph: FakeGraph, topics: Topics
 ) -> None:
-    original = committed(graph, "en_reminder.ogg", "ids")
+    original = committed(graph, "en_reminder.ogg", "4242")
     assert deliver(sphinx, original) == 200
     [received] = topics.pull(TOPIC_TEXT, expect=1)
     envelope = Envelope.from_bytes(received.data)
-    assert received.attributes == {"message_id": "wamid.ids", "type": "audio"}
+    assert received.attributes == {"message_id": "wamid.4242", "type": "audio"}
     assert received.ordering_key == USER
     assert envelope == original.with_transcript(envelope.text or "")
     assert envelope.transcript is True
@@ -161,7 +167,7 @@ def test_transcript_keeps_the_ids_user_and_ordering_key(
 def test_sphinx_failures_become_a_failure_envelope(
     sphinx: FunctionProcess, graph: FakeGraph, topics: Topics, data: bytes, reason: str
 ) -> None:
-    assert deliver(sphinx, voice_note(graph, f"bad-{reason}", data, MIME["ogg"])) == 200
+    assert deliver(sphinx, voice_note(graph, new_media_id(), data, MIME["ogg"])) == 200
     envelope = published(topics)
     assert (envelope.transcript, envelope.transcription_error, envelope.text) == (True, reason, None)
 
@@ -196,7 +202,7 @@ def test_openai_gets_m4a_unchanged_and_amr_converted_to_ogg(
 def test_openai_throttling_or_5xx_is_retried_by_pubsub(
     openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics, status: int
 ) -> None:
-    note = committed(graph, "en_weather.ogg", f"openai-{status}")
+    note = committed(graph, "en_weather.ogg")
     openai_server.fail("/audio/transcriptions", status, {"error": {"message": "busy"}}, times=3)
     assert deliver(openai_fn, note) == 500  # the SDK retried twice itself, then we raised
     assert topics.nothing_on(TOPIC_TEXT)
@@ -219,7 +225,7 @@ def test_openai_refusal_or_empty_transcript_becomes_a_failure_envelope(
     openai_server.transcript = transcript
     if status != 200:
         openai_server.fail("/audio/transcriptions", status, {"error": {"message": "bad audio"}})
-    assert deliver(openai_fn, committed(graph, "en_weather.ogg", f"refused-{reason}")) == 200
+    assert deliver(openai_fn, committed(graph, "en_weather.ogg")) == 200
     assert published(topics).transcription_error == reason
 
 
@@ -229,7 +235,9 @@ def test_openai_refusal_or_empty_transcript_becomes_a_failure_envelope(
 def test_a_20_mb_voice_note_is_refused_before_download(
     openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
 ) -> None:
-    note = voice_note(graph, "huge", (AUDIO / "en_weather.ogg").read_bytes(), MIME["ogg"], 20 * 1024 * 1024)
+    note = voice_note(
+        graph, new_media_id(), (AUDIO / "en_weather.ogg").read_bytes(), MIME["ogg"], 20 * 1024 * 1024
+    )
     assert deliver(openai_fn, note) == 200
     assert published(topics).transcription_error == "too_large"
     assert graph.downloads() == []
@@ -239,7 +247,7 @@ def test_a_20_mb_voice_note_is_refused_before_download(
 def test_a_download_that_outgrows_its_declared_size_is_cut_off(
     openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
 ) -> None:
-    note = voice_note(graph, "liar", b"OggS" + bytes(16 * 1024 * 1024), MIME["ogg"], declared=5_000)
+    note = voice_note(graph, new_media_id(), b"OggS" + bytes(16 * 1024 * 1024), MIME["ogg"], declared=5_000)
     assert deliver(openai_fn, note) == 200
     assert published(topics).transcription_error == "too_large"
     assert openai_server.transcriptions() == []
@@ -248,7 +256,7 @@ def test_a_download_that_outgrows_its_declared_size_is_cut_off(
 def test_garbage_bytes_are_not_sent_to_openai(
     openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
 ) -> None:
-    note = voice_note(graph, "garbage", b"<html>not audio</html>" * 50, MIME["ogg"])
+    note = voice_note(graph, new_media_id(), b"<html>not audio</html>" * 50, MIME["ogg"])
     assert deliver(openai_fn, note) == 200
     assert published(topics).transcription_error == "undecodable"
     assert openai_server.transcriptions() == []
@@ -258,23 +266,24 @@ def test_garbage_bytes_are_not_sent_to_openai(
 def test_graph_5xx_is_retried_with_a_fresh_media_url(
     openai_fn: FunctionProcess, graph: FakeGraph, topics: Topics, where: str
 ) -> None:
-    note = committed(graph, "en_weather.ogg", f"flaky-{where}")
-    graph.fail(f"/{graph.version}/flaky-info" if where == "info" else "/download/", 503)
+    media_id = new_media_id()
+    note = committed(graph, "en_weather.ogg", media_id)
+    graph.fail(f"/{graph.version}/{media_id}" if where == "info" else "/download/", 503)
     assert deliver(openai_fn, note) == 500
     assert topics.nothing_on(TOPIC_TEXT)
     assert deliver(openai_fn, note) == 200
     assert published(topics).transcript is True
-    infos = [r for r in graph.requests if r.path == f"/{graph.version}/flaky-{where}"]
+    infos = [r for r in graph.requests if r.path == f"/{graph.version}/{media_id}"]
     assert len(infos) == 2  # the url is asked for again on the redelivery
 
 
-@pytest.mark.parametrize("media_id", ["no-such-media", "no-url"])
+@pytest.mark.parametrize("media_id", ["404", "1111", "../me"], ids=["no-such-media", "no-url", "not-digits"])
 def test_media_the_graph_api_refuses_for_good_becomes_a_failure_envelope(
     openai_fn: FunctionProcess, graph: FakeGraph, topics: Topics, media_id: str
 ) -> None:
-    graph.fail(f"/{graph.version}/no-url", 200, {"messaging_product": "whatsapp", "id": "no-url"})
+    graph.fail(f"/{graph.version}/1111", 200, {"messaging_product": "whatsapp", "id": "1111"})
     note = Envelope("wamid.gone", USER, USER, "1065", "audio", 1, media=MediaRef(media_id))
-    assert deliver(openai_fn, note) == 200  # 404 code 100, or no url to download: a retry cannot help
+    assert deliver(openai_fn, note) == 200  # 404 code 100, no url, a bad id: a retry cannot help
     assert published(topics).transcription_error == "media_unavailable"
     assert graph.downloads() == []
 
