@@ -7,10 +7,12 @@ notes in tests/audio/ (made by scripts/make_voice_notes.sh).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import itertools
 import json
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from common.events import event_for
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import TOPIC_TEXT, stand_in_env
-from tests.support.fakes import FakeGraph, FakeOpenAI
+from tests.support.fakes import FakeGoogleSpeech, FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
 
 AUDIO = Path(__file__).resolve().parent / "audio"
@@ -34,6 +36,10 @@ MODEL = "test-transcribe-model"
 # Measured with the pocketsphinx wheel's en-us model: 100 % on both English OGG notes, 89 % (8 of 9
 # words) on the m4a and amr copies, which lose "is". The margin absorbs codec build differences.
 SPHINX_MIN_OVERLAP = 0.75
+LONG_SECONDS = 1500  # the long AMR note: 25 minutes
+# Peak memory the 25-minute AMR note may add to the transcriber process. Measured under load on
+# 2 cores: +6 MiB with ffmpeg file to file; +74 MiB with the former in-memory pydub decode.
+MAX_GROWTH_MIB = 30
 _media_ids = itertools.count(10**15)  # media ids are digits, as Meta's are (and as the client insists)
 
 
@@ -227,6 +233,163 @@ def test_openai_refusal_or_empty_transcript_becomes_a_failure_envelope(
         openai_server.fail("/audio/transcriptions", status, {"error": {"message": "bad audio"}})
     assert deliver(openai_fn, committed(graph, "en_weather.ogg")) == 200
     assert published(topics).transcription_error == reason
+
+
+# --- formats and limits: MP3 as sent, raw AAC re-encoded, long notes, the settings -----------
+
+
+def ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    subprocess.run(command, check=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Notes made with the wheel's ffmpeg: MP3 and raw AAC of a committed note, a 25-minute AMR."""
+    folder = tmp_path_factory.mktemp("made")
+    source = str(AUDIO / "en_weather.ogg")
+    ffmpeg("-i", source, "-c:a", "libmp3lame", "-b:a", "32k", str(folder / "note.mp3"))
+    ffmpeg("-i", source, "-c:a", "aac", "-b:a", "32k", "-f", "adts", str(folder / "note.aac"))
+    # 25 minutes of noise shaped like speech's spectrum, AMR-NB at 12.2 kb/s: about 2.4 MB.
+    noise = f"anoisesrc=d={LONG_SECONDS}:c=pink:r=8000:a=0.3"
+    ffmpeg("-f", "lavfi", "-i", noise, "-c:a", "libopencore_amrnb", "-b:a", "12.2k", str(folder / "long.amr"))
+    return {name: (folder / f"note.{name}").read_bytes() for name in ("mp3", "aac")} | {
+        "long.amr": (folder / "long.amr").read_bytes()
+    }
+
+
+def test_openai_gets_mp3_unchanged_and_raw_aac_reencoded_as_opus(
+    openai_fn: FunctionProcess, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics, made: dict
+) -> None:
+    assert deliver(openai_fn, voice_note(graph, new_media_id(), made["mp3"], "audio/mpeg")) == 200
+    assert deliver(openai_fn, voice_note(graph, new_media_id(), made["aac"], "audio/aac")) == 200
+    mp3, aac = openai_server.transcriptions()
+    assert mp3["file"] == ("voice.mp3", made["mp3"])
+    assert aac["file"][0] == "voice.ogg"
+    assert soundfile_info(aac["file"][1]) == (1, "OPUS")
+    assert len(topics.pull(TOPIC_TEXT, expect=2)) == 2
+
+
+def soundfile_info(data: bytes) -> tuple[int, str]:
+    import soundfile
+
+    info = soundfile.info(io.BytesIO(data))
+    return info.channels, info.subtype
+
+
+@pytest.mark.parametrize("backend", ["openai_fn", "sphinx"])
+def test_a_note_over_max_audio_seconds_is_refused_on_every_backend(
+    request: pytest.FixtureRequest,
+    graph: FakeGraph,
+    openai_server: FakeOpenAI,
+    topics: Topics,
+    made: dict,
+    backend: str,
+) -> None:
+    function = request.getfixturevalue(backend)  # MAX_AUDIO_SECONDS at its default, 300
+    assert deliver(function, voice_note(graph, new_media_id(), made["long.amr"], "audio/amr")) == 200
+    assert published(topics).transcription_error == "too_long"
+    assert openai_server.transcriptions() == []
+
+
+def peak_memory_kib(function: FunctionProcess) -> int:
+    """The highest VmHWM (peak resident memory) among functions-framework's Python processes.
+
+    gunicorn serves in a forked worker, so the children count too; ffmpeg's own memory is its own."""
+    pids, peak = [function.process.pid], 0
+    while pids:
+        pid = pids.pop()
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            if "ffmpeg" in status.split("\n", 1)[0]:
+                continue
+            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))  # type: ignore[union-attr]
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pids += [int(child) for child in (task / "children").read_text().split()]
+    return peak
+
+
+def test_a_long_amr_note_is_converted_within_the_cap_without_holding_decoded_audio(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics, made: dict
+) -> None:
+    """25 minutes of AMR with MAX_AUDIO_SECONDS above it: OGG/Opus at a speech bitrate, under OpenAI's
+    25 MB, and the transcriber's peak memory barely moves (the old in-memory decode took ~74 MiB)."""
+    env = stand_in_env(emulators, graph, openai_server, TRANSCRIBE_BACKEND="openai", MAX_AUDIO_SECONDS="3600")
+    function = serve("transcriber", env)
+    try:
+        assert deliver(function, committed(graph, "en_weather.amr")) == 200  # warm: imports, first use
+        before = peak_memory_kib(function)
+        assert deliver(function, voice_note(graph, new_media_id(), made["long.amr"], "audio/amr")) == 200
+        growth_mib = (peak_memory_kib(function) - before) / 1024
+        print(f"transcriber peak memory: {before / 1024:.0f} MiB, +{growth_mib:.1f} MiB for the long note")
+        assert growth_mib < MAX_GROWTH_MIB
+        _, converted = openai_server.transcriptions()
+        name, ogg = converted["file"]
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(ogg))
+        assert (name, info.channels, info.subtype) == ("voice.ogg", 1, "OPUS")
+        assert abs(info.duration - LONG_SECONDS) < 2
+        assert len(ogg) * 8 / info.duration < 30_000  # a speech bitrate (24 kb/s plus the container)
+        assert len(ogg) < 25 * 1024 * 1024
+        assert len(topics.pull(TOPIC_TEXT, expect=2)) == 2
+    finally:
+        function.stop()
+
+
+def test_openai_timeout_max_audio_bytes_and_transcribe_language_are_settings(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    size = len((AUDIO / "en_weather.ogg").read_bytes())
+    env = stand_in_env(
+        emulators,
+        graph,
+        openai_server,
+        TRANSCRIBE_BACKEND="openai",
+        OPENAI_TIMEOUT_SECONDS="1",
+        OPENAI_MAX_RETRIES="0",
+        MAX_AUDIO_BYTES=str(size),
+    )
+    function = serve("transcriber", env)
+    try:
+        openai_server.fail("/audio/transcriptions", 200, {"text": "too late"}, delay=3)
+        note = committed(graph, "en_weather.ogg")
+        assert deliver(function, note) == 500  # timed out: Pub/Sub redelivers
+        assert topics.nothing_on(TOPIC_TEXT)
+        assert deliver(function, note) == 200
+        assert published(topics).text == "a transcript from the fake"
+        bigger = voice_note(
+            graph, new_media_id(), (AUDIO / "en_weather.ogg").read_bytes() + b"x", MIME["ogg"]
+        )
+        assert deliver(function, bigger) == 200
+        assert published(topics).transcription_error == "too_large"
+    finally:
+        function.stop()
+
+
+def test_the_google_backend_asks_in_transcribe_language(
+    emulators: emu.Emulators, graph: FakeGraph, openai_server: FakeOpenAI, topics: Topics
+) -> None:
+    google = FakeGoogleSpeech("hola buenos días")
+    env = stand_in_env(
+        emulators,
+        graph,
+        openai_server,
+        TRANSCRIBE_BACKEND="google",
+        TRANSCRIBE_LANGUAGE="es-ES",
+        GOOGLE_SPEECH_ENDPOINT=google.endpoint,
+    )
+    function = serve("transcriber", env)
+    try:
+        assert deliver(function, committed(graph, "es_greeting.ogg")) == 200
+        assert published(topics).text == "hola buenos días"
+        [asked] = google.requests
+        assert "lang=es-ES" in asked.path
+    finally:
+        function.stop()
+        google.close()
 
 
 # --- media: size, garbage, Graph failures -------------------------------------------------------
