@@ -33,10 +33,11 @@ class GraphError(Exception):
     """The Graph API refused or failed; `retriable`: Pub/Sub should redeliver; `auth`: token error."""
 
     def __init__(
-        self, status: int, code: int | None, title: str, retriable: bool, auth: bool = False
+        self, status: int, code: int | None, title: str, retriable: bool, auth: bool | None = None
     ) -> None:
         super().__init__(f"Graph API {status} code={code} {title}")
-        self.status, self.code, self.title, self.retriable, self.auth = status, code, title, retriable, auth
+        self.status, self.code, self.title, self.retriable = status, code, title, retriable
+        self.auth = code in AUTH_CODES if auth is None else auth
 
 
 class DownloadRefused(GraphError):
@@ -68,7 +69,7 @@ def classify(status: int, body: Any) -> GraphError:
         retriable = False
     else:
         retriable = status >= 500
-    return GraphError(status, code, title, retriable)
+    return GraphError(status, code, title, retriable, auth=False)
 
 
 def download_allowed(url: str, base: str) -> bool:
@@ -108,12 +109,14 @@ class GraphClient:
         self.timeout = timeout or config.number("GRAPH_TIMEOUT_SECONDS", READ_TIMEOUT)
         self.session = requests.Session()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _call(self, method: str, url: str, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+        """`timeout` (what is left of an attempt's deadline) shortens the client's own timeouts."""
+        limit = (CONNECT_TIMEOUT, self.timeout)
+        if timeout is not None:
+            limit = (min(CONNECT_TIMEOUT, timeout), min(self.timeout, timeout))
         headers = {"Authorization": f"Bearer {self.token}"}  # per request: never a session default
         try:
-            response = self.session.request(
-                method, url, headers=headers, timeout=(CONNECT_TIMEOUT, self.timeout), **kwargs
-            )
+            response = self.session.request(method, url, headers=headers, timeout=limit, **kwargs)
         except requests.RequestException as exc:  # timeouts, refused connections: try again later
             raise GraphError(0, None, type(exc).__name__, retriable=True) from exc
         if response.status_code >= 400:
@@ -124,7 +127,14 @@ class GraphClient:
             raise classify(response.status_code, body)
         return response
 
-    def send_text(self, phone_number_id: str, to: str, body: str, reply_to: str | None = None) -> str:
+    def send_text(
+        self,
+        phone_number_id: str,
+        to: str,
+        body: str,
+        reply_to: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
         """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id."""
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -136,11 +146,13 @@ class GraphClient:
         if reply_to:
             payload["context"] = {"message_id": reply_to}
         url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages"
-        answer = self._call("POST", url, json=payload).json()
+        answer = self._call("POST", url, timeout=timeout, json=payload).json()
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return str(messages[0].get("id", "")) if messages else ""
 
-    def mark_read(self, phone_number_id: str, message_id: str, typing: bool = True) -> None:
+    def mark_read(
+        self, phone_number_id: str, message_id: str, typing: bool = True, timeout: float | None = None
+    ) -> None:
         """Blue ticks, and the typing indicator while the answer is being made (~25 s)."""
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -149,7 +161,8 @@ class GraphClient:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        self._call("POST", f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages", json=payload)
+        url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages"
+        self._call("POST", url, timeout=timeout, json=payload)
 
     def media_info(self, media_id: str) -> MediaInfo:
         """The media's short-lived download url (~5 minutes), type and size."""

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from common.envelope import Envelope, MediaRef
-from common.events import event_for
 from common.graph import classify
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, TOPIC_TEXT, stand_in_env
+from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.pubsub import Topics
 
@@ -52,11 +51,6 @@ def label(row: tuple[int, int | None]) -> str:
 
 def body(status: int, code: int | None) -> dict[str, Any]:
     return graph_error(code, f"test {code}") if code is not None else {"error": {"message": f"HTTP {status}"}}
-
-
-def deliver(function: FunctionProcess, envelope: Envelope) -> int:
-    """POST the Pub/Sub push body; 2xx = ack, 500 = the function raised (redelivery)."""
-    return requests.post(function.url, json=event_for(envelope), timeout=60).status_code
 
 
 def alerts(function: FunctionProcess, code: int) -> list[dict[str, Any]]:

@@ -21,10 +21,10 @@ import pytest
 import requests
 
 from common.envelope import Envelope, MediaRef
-from common.events import event_for
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import TOPIC_TEXT, stand_in_env
+from tests.support.delivery import deliver
 from tests.support.fakes import FakeGoogleSpeech, FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
 
@@ -107,11 +107,6 @@ def voice_note(
 
 def committed(graph: FakeGraph, name: str, media_id: str | None = None) -> Envelope:
     return voice_note(graph, media_id or new_media_id(), (AUDIO / name).read_bytes(), MIME[name[-3:]])
-
-
-def deliver(function: FunctionProcess, envelope: Envelope) -> int:
-    """POST the raw Pub/Sub push body: 2xx = ack, 500 = the function raised (redelivery)."""
-    return requests.post(function.url, json=event_for(envelope), timeout=60).status_code
 
 
 def published(topics: Topics) -> Envelope:

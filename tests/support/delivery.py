@@ -1,0 +1,59 @@
+"""Deliver an envelope to a served function as Pub/Sub's push does, and wait without fixed sleeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import requests
+
+from common.envelope import Envelope
+from common.events import event_for
+from local.functions import FunctionProcess
+
+
+def deliver(
+    function: FunctionProcess,
+    envelope: Envelope,
+    attributes: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> int:
+    """POST the raw Pub/Sub push body: 2xx = ack, 500 = the function raised (redelivery),
+    0 = the connection died with the function (a crash while handling it)."""
+    push = event_for(envelope)
+    push["message"]["attributes"].update(attributes or {})
+    try:
+        return requests.post(function.url, json=push, timeout=timeout).status_code
+    except requests.ConnectionError:
+        return 0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, every: float = 0.1) -> bool:
+    """Poll `condition` until it holds or the deadline passes; the last check decides."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+def redeliver_until_answered(
+    function: FunctionProcess, envelope: Envelope, timeout: float = 60, **kwargs: object
+) -> list[int]:
+    """Pub/Sub's redelivery while a live lease answers 500: the codes until the first 200."""
+    codes: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes.append(deliver(function, envelope, **kwargs))  # type: ignore[arg-type]
+        if codes[-1] != 500:
+            return codes
+        time.sleep(0.2)
+    return codes
+
+
+def killer(function: FunctionProcess, sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """An action for a fake's hook: signal the function's whole process group (SIGKILL = a crash)."""
+    return lambda: os.killpg(function.process.pid, sig)
