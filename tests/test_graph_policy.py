@@ -129,6 +129,7 @@ def sends(graph: FakeGraph) -> list[Any]:
     [(r, True, False) for r in RETRIED]
     + [(r, False, True) for r in AUTH]
     + [(r, False, False) for r in ACKNOWLEDGED],
+    ids=lambda value: label(value) if isinstance(value, tuple) else str(value),
 )
 def test_each_code_is_classified_as_the_policy_table_says(
     row: tuple[int, int | None], retriable: bool, auth: bool

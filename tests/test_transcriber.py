@@ -250,9 +250,11 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     # 25 minutes of noise shaped like speech's spectrum, AMR-NB at 12.2 kb/s: about 2.4 MB.
     noise = f"anoisesrc=d={LONG_SECONDS}:c=pink:r=8000:a=0.3"
     ffmpeg("-f", "lavfi", "-i", noise, "-c:a", "libopencore_amrnb", "-b:a", "12.2k", str(folder / "long.amr"))
-    return {name: (folder / f"note.{name}").read_bytes() for name in ("mp3", "aac")} | {
-        "long.amr": (folder / "long.amr").read_bytes()
-    }
+    # 400 s of OGG/Opus: a format the openai backend would send as it is, were it not refused first.
+    noise = "anoisesrc=d=400:c=pink:r=16000:a=0.3"
+    ffmpeg("-f", "lavfi", "-i", noise, "-c:a", "libopus", "-b:a", "16k", str(folder / "long.ogg"))
+    notes = {name: (folder / f"note.{name}").read_bytes() for name in ("mp3", "aac")}
+    return notes | {name: (folder / name).read_bytes() for name in ("long.amr", "long.ogg")}
 
 
 def test_openai_gets_mp3_unchanged_and_raw_aac_reencoded_as_opus(
@@ -275,6 +277,7 @@ def soundfile_info(data: bytes) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("backend", ["openai_fn", "sphinx"])
+@pytest.mark.parametrize("name", ["long.amr", "long.ogg"])
 def test_a_note_over_max_audio_seconds_is_refused_on_every_backend(
     request: pytest.FixtureRequest,
     graph: FakeGraph,
@@ -282,9 +285,10 @@ def test_a_note_over_max_audio_seconds_is_refused_on_every_backend(
     topics: Topics,
     made: dict,
     backend: str,
+    name: str,
 ) -> None:
     function = request.getfixturevalue(backend)  # MAX_AUDIO_SECONDS at its default, 300
-    assert deliver(function, voice_note(graph, new_media_id(), made["long.amr"], "audio/amr")) == 200
+    assert deliver(function, voice_note(graph, new_media_id(), made[name], "audio/ogg")) == 200
     assert published(topics).transcription_error == "too_long"
     assert openai_server.transcriptions() == []
 
