@@ -129,7 +129,7 @@ def silence_ogg(seconds: float = 1.0) -> bytes:
     return out.getvalue()
 
 
-# --- sphinx: real recognition, OGG through soundfile, the rest through pydub + ffmpeg ---------
+# --- sphinx: real recognition, every format decoded by the wheel's ffmpeg in a child process ---
 
 
 @pytest.mark.parametrize("name", ["en_weather.ogg", "en_reminder.ogg", "en_weather.m4a", "en_weather.amr"])
