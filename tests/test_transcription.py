@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def test_formats_are_told_by_their_magic_bytes() -> None:
 def test_every_format_decodes_through_the_wheel_ffmpeg_to_the_same_length(name: str) -> None:
     seconds, reference = len(pcm(name)) / 32_000, len(pcm("en_weather.ogg")) / 32_000
     assert abs(seconds - reference) < 0.25
-    assert abs(decode.seconds(note(name)) - reference) < 0.25  # type: ignore[operator]
+    length, _ = decode.seconds(note(name))
+    assert length is not None and abs(length - reference) < 0.25
 
 
 @pytest.mark.parametrize("name", ["en_weather.ogg", "en_weather.m4a", "en_weather.amr"])
@@ -61,6 +63,32 @@ def test_notes_over_max_audio_seconds_are_refused(name: str) -> None:
     with pytest.raises(Failed, match="too_long"):  # the decode's own cap, should a header understate it
         pcm(name, max_seconds=1)
     decode.check_length(note(name), max_seconds=5)
+
+
+@pytest.mark.parametrize(("real", "converted"), [(295, True), (310, False)])
+def test_an_amr_length_estimate_near_the_limit_neither_refuses_a_short_note_nor_passes_a_long_one(
+    tmp_path: Path, real: int, converted: bool
+) -> None:
+    """ffmpeg estimates AMR lengths from the bitrate (about 3 % long): the early check allows for
+    that, and the conversion's exact cap refuses what is really over."""
+    import imageio_ffmpeg
+
+    path = tmp_path / "note.amr"
+    noise = f"anoisesrc=d={real}:c=pink:r=8000:a=0.3"
+    encode = ["-c:a", "libopencore_amrnb", "-b:a", "12.2k", str(path)]
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", noise, *encode], check=True, timeout=120
+    )
+    long_note = audio.Audio(path.read_bytes(), audio.AMR, "audio/amr")
+    length, estimated = decode.seconds(long_note)
+    assert estimated and length is not None and length > 300  # the estimate alone would refuse it
+    decode.check_length(long_note, max_seconds=300)  # not refused early
+    if converted:
+        assert decode.to_ogg_opus(long_note, max_seconds=300).startswith(b"OggS")
+    else:
+        with pytest.raises(Failed, match="too_long"):
+            decode.to_ogg_opus(long_note, max_seconds=300)
 
 
 def test_amr_becomes_mono_opus_at_a_speech_bitrate() -> None:

@@ -4,7 +4,9 @@ Decoded audio never sits in this process: ffmpeg reads a temporary file and writ
 file (OpenAI, for AMR and raw AAC) or, for the SpeechRecognition backends, 16 kHz PCM capped by
 `-t` (about 10 MB at the default 300 s). Every run has a duration cap and a process timeout; the
 length is first read cheaply from the container (ffmpeg's reported duration), so a long note is
-refused before anything is decoded, and the cap catches one whose header understated it.
+refused before anything is decoded, and the cap catches one whose header understated it. Where
+ffmpeg only estimates the length from the bitrate (AMR, raw AAC, MP3), the early refusal allows
+ESTIMATE_MARGIN, so that no note under the limit is refused; the decode's exact cap decides the rest.
 """
 
 from __future__ import annotations
@@ -27,23 +29,25 @@ OPENAI_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit
 FFMPEG_TIMEOUT = 120.0  # seconds per ffmpeg run; a capped note takes a few
 DURATION = re.compile(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 OUT_TIME = re.compile(rb"out_time_us=(\d+)")
+ESTIMATED = b"Estimating duration from bitrate"
+ESTIMATE_MARGIN = 1.1  # AMR-NB at 12.2 kb/s is estimated about 3 % long
 
 
-def seconds(audio: Audio) -> float | None:
-    """The length ffmpeg reports from the container (headers or a bitrate estimate); None if none."""
+def seconds(audio: Audio) -> tuple[float | None, bool]:
+    """The length ffmpeg reports from the container (None: none), and whether it is an estimate."""
     with _workdir(audio) as source:
         _, stderr = _run(["-f", audio.format.demuxer, "-i", str(source)], audio, check=False)
     found = DURATION.search(stderr)
     if found is None:
-        return None
+        return None, True
     hours, minutes, secs = found.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    return int(hours) * 3600 + int(minutes) * 60 + float(secs), ESTIMATED in stderr
 
 
 def check_length(audio: Audio, max_seconds: float) -> None:
     """Failed(TOO_LONG) when the container says the note is longer than `max_seconds`."""
-    length = seconds(audio)
-    if length is not None and length > max_seconds:
+    length, estimated = seconds(audio)
+    if length is not None and length > max_seconds * (ESTIMATE_MARGIN if estimated else 1):
         raise Failed(TOO_LONG, f"{length:.0f} s, limit {max_seconds:.0f} s")
 
 
