@@ -1,16 +1,22 @@
-"""Exactly-once replies: a message id is claimed in Firestore before any side effect.
+"""Exactly-once replies: a message id is claimed in Firestore before any side effect, fenced.
 
-`create()` is atomic across instances, so one attempt owns a fresh message. The claim stays
-`working` under a lease while the reply is made and sent, then becomes `done`; a redelivery of
-a done message is acknowledged without acting. A `working` claim whose lease has run out was
-left by a crashed (or failed) attempt and is taken over; the taker resends the reply already
-stored in the history (see responder.py) from the first part that did not go out.
+`create()` is atomic across instances, so one attempt owns a fresh message. Every attempt writes
+a fresh random token into the claim and remembers the document's update time; each later write
+of that attempt (progress, done, release) carries that update time as a precondition, so an
+attempt whose claim was taken over in the meantime changes nothing (`LostClaim`). The claim stays
+`working` under a lease while the reply is made and sent, then becomes `done`; a redelivery of a
+done message is acknowledged without acting. A `working` claim whose lease has run out was left
+by a crashed (or failed) attempt and is taken over, also under a precondition; the taker resends
+the reply already stored in the history (see responder.py) from the first part not yet sent.
+
+The document holds no message id: its id is a hash of it (a wamid holds a phone number).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,10 +40,18 @@ class Outcome(enum.Enum):
     BUSY = "busy"  # another attempt holds a live lease: retry later
 
 
-@dataclass(frozen=True, slots=True)
+class LostClaim(Exception):
+    """Another attempt took the claim over: this one must send nothing more and stop."""
+
+
+@dataclass(slots=True)
 class Claim:
+    """One attempt's hold on a message: its token and the update time of its last write."""
+
     outcome: Outcome
     parts_sent: int = 0
+    token: str = ""
+    version: Any = None  # update time of this attempt's last write to the claim
 
 
 def doc_id(key: str) -> str:
@@ -53,44 +67,62 @@ class Claims:
         return self.db.collection(COLLECTION).document(doc_id(message_id))
 
     def claim(self, message_id: str) -> Claim:
-        """1 write for a fresh message; a transaction (1 read, ≤ 1 write) for a redelivery."""
-        now = datetime.now(UTC)
+        """1 write for a fresh message; for a redelivery the refused create, 1 read and at most
+        1 conditional write (the takeover)."""
+        now, token = datetime.now(UTC), secrets.token_hex(8)
         try:
-            self.ref(message_id).create(self._working(message_id, now, parts_sent=0))
-            return Claim(Outcome.OWNED)
+            result = self.ref(message_id).create(self._working(token, now, parts_sent=0))
+            return Claim(Outcome.OWNED, 0, token, result.update_time)
         except exceptions.Conflict:
-            return self._take_over(message_id, now)
+            return self._take_over(message_id, token, now)
 
-    def _working(self, message_id: str, now: datetime, parts_sent: int) -> dict[str, Any]:
+    def _working(self, token: str, now: datetime, parts_sent: int) -> dict[str, Any]:
         return {
-            "messageId": message_id,
             "state": State.WORKING.value,
+            "token": token,
             "leaseUntil": now + self.lease,
             "partsSent": parts_sent,
             "expireAt": now + self.ttl,
         }
 
-    def _take_over(self, message_id: str, now: datetime) -> Claim:
+    def _take_over(self, message_id: str, token: str, now: datetime) -> Claim:
         ref = self.ref(message_id)
+        snapshot = ref.get()
+        data = snapshot.to_dict() or {}
+        if data.get("state") == State.DONE:
+            return Claim(Outcome.DONE)
+        lease_until = data.get("leaseUntil")
+        if not snapshot.exists or (lease_until and lease_until > now):
+            return Claim(Outcome.BUSY)  # live (or just deleted by its TTL): let the next try decide
+        parts_sent = int(data.get("partsSent") or 0)
+        try:
+            option = self.db.write_option(last_update_time=snapshot.update_time)
+            result = ref.update(self._working(token, now, parts_sent), option=option)
+        except (exceptions.FailedPrecondition, exceptions.NotFound):
+            return Claim(Outcome.BUSY)  # another attempt took it over first
+        return Claim(Outcome.TAKEN_OVER, parts_sent, token, result.update_time)
 
-        @firestore.transactional
-        def decide(transaction: firestore.Transaction) -> Claim:
-            snapshot = ref.get(transaction=transaction)
-            data = snapshot.to_dict() or {}
-            if data.get("state") == State.DONE:
-                return Claim(Outcome.DONE)
-            lease_until = data.get("leaseUntil")
-            if snapshot.exists and lease_until and lease_until > now:
-                return Claim(Outcome.BUSY)
-            parts_sent = int(data.get("partsSent") or 0)
-            transaction.set(ref, self._working(message_id, now, parts_sent))
-            return Claim(Outcome.TAKEN_OVER, parts_sent)
+    def _fenced(self, message_id: str, claim: Claim, fields: dict[str, Any]) -> None:
+        """Write only if nothing touched the claim since this attempt's last write."""
+        try:
+            option = self.db.write_option(last_update_time=claim.version)
+            claim.version = self.ref(message_id).update(fields, option=option).update_time
+        except (exceptions.FailedPrecondition, exceptions.NotFound) as exc:
+            raise LostClaim("the claim was taken over by another attempt") from exc
 
-        return decide(self.db.transaction())
+    def progress(self, message_id: str, claim: Claim, parts_sent: int) -> None:
+        """Remember that `parts_sent` parts went out (1 conditional write)."""
+        self._fenced(message_id, claim, {"partsSent": parts_sent})
+        claim.parts_sent = parts_sent
 
-    def done(self, message_id: str) -> None:
-        self.ref(message_id).update({"state": State.DONE.value})
+    def done(self, message_id: str, claim: Claim, parts_sent: int | None = None) -> None:
+        """The reply is out: later deliveries are acknowledged (1 conditional write)."""
+        fields: dict[str, Any] = {"state": State.DONE.value}
+        if parts_sent is not None:
+            fields["partsSent"] = parts_sent
+        self._fenced(message_id, claim, fields)
 
-    def release(self, message_id: str, parts_sent: int = 0) -> None:
+    def release(self, message_id: str, claim: Claim, parts_sent: int | None = None) -> None:
         """End the lease now (a retriable failure), so the redelivery takes over at once."""
-        self.ref(message_id).update({"leaseUntil": EPOCH, "partsSent": parts_sent})
+        sent = claim.parts_sent if parts_sent is None else parts_sent
+        self._fenced(message_id, claim, {"leaseUntil": EPOCH, "partsSent": sent})

@@ -73,9 +73,15 @@ class Envelope:
     def from_bytes(cls, data: bytes | str) -> Envelope:
         """Decode; raises ValueError on anything that is not a valid envelope."""
         try:
-            raw: Any = json.loads(data)
-            known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}  # newer fields: ignore
+            known = _known(cls, json.loads(data))
             media = known.pop("media", None)
-            return cls(**known, media=MediaRef(**media) if media else None)
+            return cls(**known, media=MediaRef(**_known(MediaRef, media)) if media else None)
         except (TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a message envelope: {exc}") from exc
+
+
+def _known(record: type, raw: Any) -> dict[str, Any]:
+    """The keys this version knows; what a newer version added (at any level) is ignored."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected an object, got {type(raw).__name__}")
+    return {k: v for k, v in raw.items() if k in record.__dataclass_fields__}

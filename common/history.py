@@ -1,6 +1,6 @@
 """Per-user conversation history in Firestore, within a budget of turns and characters.
 
-One document per user: {turns: [{role, content, messageId}], expireAt}. One write per turn:
+One document per user: {turns: [{role, content, messageId}], resetBy, expireAt}. One write per turn:
 a server-side array union, so concurrent messages of one user never overwrite each other; when
 the budget must drop old turns, the trimmed list is written with a precondition on the version
 that was read, and falls back to the union (trimming next time) if another turn came first.
@@ -27,20 +27,25 @@ class Budget:
     max_chars: int  # total characters kept, a cheap stand-in for tokens (~4 chars per token)
 
     def trim(self, turns: list[Turn]) -> list[Turn]:
-        """Drop the oldest turns until both limits hold; the newest turn is always kept."""
-        kept = turns[-self.max_turns :] if self.max_turns > 0 else turns[-1:]
-        total = sum(len(t["content"]) for t in kept)
-        while len(kept) > 1 and total > self.max_chars:
-            total -= len(kept.pop(0)["content"])
-        if kept and kept[0]["role"] == "assistant" and len(kept) > 1:
-            kept = kept[1:]  # a conversation starts with the user
-        return kept
+        """Drop the oldest turns until both limits hold. The newest user turn and what follows it
+        are always kept, and what is kept starts with a user turn: never a lone assistant turn."""
+        users = [i for i, t in enumerate(turns) if t.get("role") == "user"]
+        if not users:
+            return []
+        last_user = users[-1]
+        start = min(max(0, len(turns) - max(self.max_turns, 1)), last_user)
+        total = sum(len(t["content"]) for t in turns[start:])
+        while start < last_user and (total > self.max_chars or turns[start].get("role") != "user"):
+            total -= len(turns[start]["content"])
+            start += 1
+        return turns[start:]
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
     turns: list[Turn]
     version: Any  # the document's update time, for a conditional write; None if it does not exist
+    reset_by: str | None = None  # hash of the /reset message that last emptied it
 
     def reply_to(self, message_id: str) -> str | None:
         """The stored answer to a message, if an earlier attempt got that far."""
@@ -63,7 +68,8 @@ class History:
         turns = [
             t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
         ]
-        return Conversation(turns, snapshot.update_time if snapshot.exists else None)
+        reset_by = data.get("resetBy") if isinstance(data.get("resetBy"), str) else None
+        return Conversation(turns, snapshot.update_time if snapshot.exists else None, reset_by)
 
     def append(self, user: str, conversation: Conversation, new_turns: list[Turn]) -> None:
         """Add the new turns in 1 write; trim to the budget when the document has not moved."""
@@ -78,5 +84,12 @@ class History:
                 pass  # another turn landed since we read: append now, trim next time
         ref.set({"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl}, merge=True)
 
-    def reset(self, user: str) -> None:
-        self.ref(user).delete()
+    def reset(self, user: str, message_id: str, retry: bool = False) -> None:
+        """Forget the user's turns (1 write), marking which /reset did it. A retried /reset (a
+        takeover) whose first attempt got that far does nothing (1 read more): turns added since
+        then stay."""
+        mark = doc_id(message_id)
+        if retry and self.load(user).reset_by == mark:
+            return
+        expire = datetime.now(UTC) + self.ttl
+        self.ref(user).set({"turns": [], "resetBy": mark, "expireAt": expire})

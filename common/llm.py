@@ -1,11 +1,13 @@
 """The chat model through the openai SDK; failures sorted into 'retry later' and 'give up'.
 
 The SDK reads OPENAI_API_KEY and OPENAI_BASE_URL itself, so any OpenAI-compatible server works.
-It retries 429/5xx/timeouts on its own (`max_retries`); what is left after that is ours to sort.
+The retries of 429/5xx/timeouts (`OPENAI_MAX_RETRIES`) are made here rather than by the SDK, so
+that each call's timeout and the back-off between calls are cut to the attempt's deadline.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import openai
@@ -50,14 +52,35 @@ def openai_client(timeout: float, max_retries: int) -> openai.OpenAI:
 class ChatModel:
     def __init__(self) -> None:
         self.model = config.get("OPENAI_MODEL") or "gpt-4.1-mini"
-        self.client = openai_client(
-            timeout=config.number("OPENAI_TIMEOUT_SECONDS", 30),
-            max_retries=int(config.number("OPENAI_MAX_RETRIES", 2)),
-        )
+        self.timeout = config.number("OPENAI_TIMEOUT_SECONDS", 30)
+        self.retries = int(config.number("OPENAI_MAX_RETRIES", 2))
+        self.max_tokens = int(config.number("OPENAI_MAX_TOKENS", 1024))
+        self.client = openai_client(timeout=self.timeout, max_retries=0)
 
-    def complete(self, messages: list[dict[str, Any]]) -> str:
+    def complete(self, messages: list[dict[str, Any]], deadline: float | None = None) -> str:
+        """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
+        (a time.monotonic() value), else ModelUnavailable."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._complete_once(messages, deadline)
+            except ModelUnavailable:
+                pause = min(0.5 * 2**attempt, 8.0)
+                if attempt == self.retries or _left(deadline) < pause + 1:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def _complete_once(self, messages: list[dict[str, Any]], deadline: float | None) -> str:
+        left = _left(deadline)
+        if left < 1:
+            raise ModelUnavailable("no time left in this attempt")
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages)
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=self.max_tokens,
+                timeout=min(self.timeout, left),
+            )
         except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as exc:
             raise ModelUnavailable(type(exc).__name__) from exc
         except openai.APIStatusError as exc:
@@ -70,3 +93,7 @@ class ChatModel:
             raise ModelRefused(exc.status_code, code) from exc
         content = response.choices[0].message.content if response.choices else None
         return (content or "").strip()
+
+
+def _left(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline - time.monotonic()

@@ -1,16 +1,32 @@
 """Structured logging: one JSON object per line, in the shape Cloud Logging understands.
 
-Never pass message text, tokens or secrets; pass phone numbers through `mask()`.
+The sink itself keeps identities out: message ids become a short digest, users are masked and any
+`wamid.` token inside a string is replaced by its digest. Still never pass message text, tokens
+or secrets.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sys
 import time
 from typing import Any
 
 _SEVERITIES = ("DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL")
+
+# A message id (`wamid.…`) is base64 of a record holding the user's phone number: never log one.
+ID_FIELDS = frozenset({"message_id", "context_id", "status_id", "reply_to", "wamid"})
+# Phone numbers and business-scoped user ids: only their last four characters are logged.
+USER_FIELDS = frozenset({"user", "recipient", "to", "from", "wa_id", "user_id", "phone"})
+_WAMID = re.compile(r"wamid\.[A-Za-z0-9+/=_-]+")
+_DIGEST = re.compile(r"m-[0-9a-f]{12}")
+
+
+def digest(message_id: str) -> str:
+    """A short stable stand-in for a message id, the same in every function: `m-` + 12 hex of sha256."""
+    return "m-" + hashlib.sha256(message_id.encode()).hexdigest()[:12]
 
 
 def mask(user: str | None) -> str:
@@ -20,11 +36,36 @@ def mask(user: str | None) -> str:
     return "***" + user[-4:] if len(user) > 4 else "***"
 
 
+def _scrub(value: Any) -> Any:
+    """Replace every `wamid.` token in strings (also inside lists and dicts) by its digest."""
+    if isinstance(value, str):
+        return _WAMID.sub(lambda m: digest(m.group()), value) if "wamid." in value else value
+    if isinstance(value, dict):
+        return {key: _safe(str(key), item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item) for item in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _scrub(str(value))  # any other object is logged as its text: scrub that
+
+
+def _safe(key: str, value: Any) -> Any:
+    if value is None or value == "":
+        return value
+    if key in ID_FIELDS:
+        text = str(value)
+        return text if _DIGEST.fullmatch(text) else digest(text)
+    if key in USER_FIELDS:
+        return mask(str(value))  # mask is idempotent: an already masked value stays as it is
+    return _scrub(value)
+
+
 def log(severity: str, message: str, **fields: Any) -> None:
     """Write one structured log line to stdout (Cloud Logging parses `severity` and `message`)."""
     if severity not in _SEVERITIES:
         severity = "INFO"
-    record = {"severity": severity, "message": message, "time": round(time.time(), 3), **fields}
+    safe = {key: _safe(key, value) for key, value in fields.items()}
+    record = {"severity": severity, "message": _scrub(message), "time": round(time.time(), 3), **safe}
     sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 

@@ -7,6 +7,7 @@ UNKNOWN, and one malformed item becomes a `Problem` without dropping its neighbo
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +157,13 @@ def parse_notification(body: Any) -> Notification:
     statuses: list[Status] = []
     errors: list[ChangeError] = []
     problems: list[Problem] = []
+    if not isinstance(body.get("entry"), list):
+        problems.append(Problem("entry", "entry is not a list"))
     for e, entry in enumerate(_list(body.get("entry"))):
-        changes = _list(entry.get("changes")) if isinstance(entry, dict) else []
-        for c, change in enumerate(changes):
+        if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
+            problems.append(Problem(f"entry[{e}]", "entry has no changes list"))
+            continue
+        for c, change in enumerate(entry["changes"]):
             where = f"entry[{e}].changes[{c}]"
             value = change.get("value") if isinstance(change, dict) else None
             if not isinstance(value, dict):
@@ -179,7 +184,15 @@ def _parse_value(
     metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
     phone_number_id = str(metadata.get("phone_number_id") or "")
     contacts = [c for c in _list(value.get("contacts")) if isinstance(c, dict)]
+    for key in ("messages", "statuses"):
+        if key in value and not isinstance(value[key], list):
+            problems.append(Problem(f"{where}.{key}", f"{key} is not a list"))
+    if not any(value.get(key) for key in ("messages", "statuses", "errors")):
+        problems.append(Problem(where, "change holds no messages, statuses or errors"))
     for i, item in enumerate(_list(value.get("messages"))):
+        if not phone_number_id.isdigit():  # no business number: a reply could go nowhere
+            problems.append(Problem(f"{where}.messages[{i}]", "no metadata.phone_number_id"))
+            continue
         try:
             messages.append(_parse_message(item, phone_number_id, contacts))
         except (KeyError, TypeError, ValueError) as exc:
@@ -197,6 +210,7 @@ def _parse_message(item: Any, phone_number_id: str, contacts: list[dict[str, Any
     if not isinstance(item, dict):
         raise TypeError(f"message is a {type(item).__name__}, not an object")
     message_id, raw_type = _required_str(item, "id"), _required_str(item, "type")
+    _check_shape(item, message_id, raw_type)
     phone = as_text(item.get("from"))
     user_id = as_text(item.get("from_user_id")) or as_text(item.get("user_id"))
     contact = _contact_for(contacts, phone, user_id)
@@ -230,6 +244,39 @@ def _parse_message(item: Any, phone_number_id: str, contacts: list[dict[str, Any
         reaction=parse_reaction(body) if kind is MessageType.REACTION else None,
         errors=parse_errors(item.get("errors")),
     )
+
+
+_MESSAGE_ID = re.compile(r"wamid\.[A-Za-z0-9+/=_-]{1,250}")
+_TYPE = re.compile(r"[a-z_]{1,40}")
+_PHONE = re.compile(r"\d{5,20}")
+_USER_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_EARLIEST = 1_000_000_000  # 2001: before any WhatsApp message
+
+
+def _check_shape(item: dict[str, Any], message_id: str, raw_type: str) -> None:
+    """Refuse an item whose ids, sender, time or text are not what Meta sends: nobody may be answered
+    on the strength of a malformed item (a type we do not know yet is fine)."""
+    if not isinstance(item["id"], str) or not _MESSAGE_ID.fullmatch(message_id):
+        raise ValueError("id is not a WhatsApp message id")
+    if not isinstance(item["type"], str) or not _TYPE.fullmatch(raw_type):
+        raise ValueError("type is not a message type name")
+    sender = item.get("from")
+    if sender not in (None, "") and not (isinstance(sender, str) and _PHONE.fullmatch(sender)):
+        raise ValueError("from is not a phone number")
+    for key in ("from_user_id", "user_id"):
+        user_id = item.get(key)
+        if user_id not in (None, "") and not (isinstance(user_id, str) and _USER_ID.fullmatch(user_id)):
+            raise ValueError(f"{key} is not a user id")
+    stamp = item.get("timestamp")
+    if isinstance(stamp, bool) or not isinstance(stamp, str | int) or not str(stamp).isdigit():
+        raise ValueError("timestamp is not a number of seconds")
+    if int(stamp) < _EARLIEST:
+        raise ValueError("timestamp is too early")
+    if raw_type == "text":
+        body = item.get("text")
+        words = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(words, str) or not words.strip():
+            raise ValueError("text message without a body")
 
 
 _MEDIA_TYPES = frozenset(

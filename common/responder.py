@@ -1,19 +1,28 @@
-"""One reply per message: claim → read receipt → words → model → store → send.
+"""One reply per message: claim → read receipt → words → model → store → send, within a deadline.
 
-Firestore per text turn: 1 read (the history) and 3 writes (claim create, history, claim done).
-The reply is in the history before it is sent, so an attempt that takes over a crashed one
-resends it instead of asking the model again.
+Firestore per text turn: 1 read (the history) and 3 writes (claim create, history, claim done);
+a reply of N parts costs N - 1 writes more (progress after each part but the last). The reply is
+in the history before it is sent, so an attempt that takes over a crashed one resends it from
+the first unsent part instead of asking the model again.
+
+Every attempt has a deadline (`ATTEMPT_TIMEOUT_SECONDS`) shorter than the claim's lease by at
+least `CLAIM_LEASE_MARGIN_SECONDS`: while it runs, nobody can take the claim over, and the model
+and Graph timeouts are cut to what is left of it. An attempt past its deadline stores and sends
+nothing more; one whose claim was taken over anyway (a frozen process) stops at its next fenced
+write (`LostClaim`) and is acknowledged.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from google.cloud import firestore
 
 from common import config, log, texts
 from common.chunks import split_text
-from common.claims import Claims, Outcome
+from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
 from common.history import Budget, History, Turn
@@ -27,16 +36,28 @@ class RetryLater(Exception):
     """Raised out of the function so that Pub/Sub redelivers the message."""
 
 
+def timing() -> tuple[float, float]:
+    """(attempt seconds, lease seconds); refuses a lease that an attempt could outlive."""
+    attempt = config.number("ATTEMPT_TIMEOUT_SECONDS", 120)
+    lease = config.number("CLAIM_LEASE_SECONDS", 180)
+    margin = config.number("CLAIM_LEASE_MARGIN_SECONDS", 30)
+    if attempt <= 0 or lease < attempt + margin:
+        raise RuntimeError(
+            f"CLAIM_LEASE_SECONDS={lease:g} must be at least ATTEMPT_TIMEOUT_SECONDS={attempt:g}"
+            f" + {margin:g} (CLAIM_LEASE_MARGIN_SECONDS), and the attempt timeout positive"
+        )
+    return attempt, lease
+
+
 class Responder:
     """Holds the per-instance clients; `handle` is called once per delivered envelope."""
 
     def __init__(self) -> None:
+        self.attempt_seconds, lease = timing()
         db = firestore.Client(project=config.project())
         days = timedelta(days=1)
         self.claims = Claims(
-            db,
-            lease=timedelta(seconds=config.number("CLAIM_LEASE_SECONDS", 120)),
-            ttl=config.number("CLAIM_TTL_DAYS", 7) * days,
+            db, lease=timedelta(seconds=lease), ttl=config.number("CLAIM_TTL_DAYS", 7) * days
         )
         budget = Budget(
             int(config.number("HISTORY_MAX_TURNS", 20)), int(config.number("HISTORY_MAX_CHARS", 12000))
@@ -47,6 +68,7 @@ class Responder:
         self.texts = texts.Texts.from_env()
 
     def handle(self, envelope: Envelope) -> None:
+        deadline = time.monotonic() + self.attempt_seconds
         fields = {"message_id": envelope.message_id, "type": envelope.type, "user": log.mask(envelope.user)}
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
@@ -59,33 +81,54 @@ class Responder:
             raise RetryLater("another attempt holds the claim")
         if claim.outcome is Outcome.TAKEN_OVER:
             log.warning("taking over an abandoned claim", **fields, parts_sent=claim.parts_sent)
-        self._mark_read(envelope)
-        try:
-            reply = self._answer(envelope)
-        except Exception:
-            self.claims.release(envelope.message_id, claim.parts_sent)  # let the retry start at once
-            raise
-        self._send(envelope, reply, claim.parts_sent)
-        self.claims.done(envelope.message_id)
+        self._while_owned(envelope, claim, lambda: self._reply(envelope, claim, deadline))
 
     def give_up(self, envelope: Envelope) -> None:
         """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
+        deadline = time.monotonic() + self.attempt_seconds
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
             return
         if claim.outcome is Outcome.BUSY:
             raise RetryLater("an attempt is still working on it")
-        stored = None
-        if self._user_words(envelope) is not None:
-            stored = self.history.load(envelope.user).reply_to(envelope.message_id)
-        log.error("giving up after every retry: apologising", message_id=envelope.message_id)
-        self._send(envelope, stored or self.texts.model_error, claim.parts_sent if stored else 0)
-        self.claims.done(envelope.message_id)
 
-    def _answer(self, envelope: Envelope) -> str:
+        def finish() -> None:
+            stored = None
+            if self._user_words(envelope) is not None:
+                stored = self.history.load(envelope.user).reply_to(envelope.message_id)
+            what = "apologising" if stored is None else "sending the stored reply"
+            log.error(f"giving up after every retry: {what}", message_id=envelope.message_id)
+            start = claim.parts_sent if stored else 0
+            self._send(envelope, claim, stored or self.texts.model_error, deadline, start)
+            self.claims.done(envelope.message_id, claim)
+
+        self._while_owned(envelope, claim, finish)
+
+    def _while_owned(self, envelope: Envelope, claim: Claim, work: Callable[[], None]) -> None:
+        """Run the attempt's work: a failure ends the lease at once (if still ours) and propagates
+        (redelivery); a claim lost to another attempt stops it quietly (acknowledged)."""
+        try:
+            try:
+                work()
+            except LostClaim:
+                raise
+            except Exception:
+                self.claims.release(envelope.message_id, claim)  # the retry may start at once
+                raise
+        except LostClaim:
+            stopped = "lost the claim to another attempt: stopped, nothing more sent"
+            log.warning(stopped, message_id=envelope.message_id)
+
+    def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
+        self._mark_read(envelope, deadline)
+        reply = self._answer(envelope, claim, deadline)
+        self._send(envelope, claim, reply, deadline, claim.parts_sent)
+        self.claims.done(envelope.message_id, claim)
+
+    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str:
         """Decide the reply; a model's reply is stored with the history before it is sent."""
         if texts.command(envelope) == "/reset":
-            self.history.reset(envelope.user)
+            self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
         user_words = self._user_words(envelope)
         if user_words is None:
@@ -94,7 +137,8 @@ class Responder:
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
-        reply = self._ask_model(conversation.turns, user_words)
+        reply = self._ask_model(conversation.turns, user_words, deadline)
+        _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         new_turns: list[Turn] = [
             {"role": "user", "content": user_words, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
@@ -114,16 +158,17 @@ class Responder:
             return text
         return None
 
-    def _ask_model(self, turns: list[Turn], user_words: str) -> str:
+    def _ask_model(self, turns: list[Turn], user_words: str, deadline: float) -> str:
         system = [{"role": "system", "content": self.texts.system_prompt}]
         history = [{"role": t["role"], "content": t["content"]} for t in turns]
         prompt = [*system, *history, {"role": "user", "content": user_words}]
         try:
             try:
-                reply = self.model.complete(prompt)
+                reply = self.model.complete(prompt, deadline)
             except ContextTooLong:
                 log.warning("context too long: retrying with the last turns only", turns=len(history))
-                reply = self.model.complete([*system, *history[-2:], {"role": "user", "content": user_words}])
+                last = [*system, *history[-2:], {"role": "user", "content": user_words}]
+                reply = self.model.complete(last, deadline)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:
@@ -131,30 +176,59 @@ class Responder:
             return self.texts.model_error
         return reply or self.texts.empty_answer
 
-    def _send(self, envelope: Envelope, reply: str, parts_sent: int) -> None:
-        """Send the parts in order from `parts_sent`; on failure remember how far we got."""
+    def _send(self, envelope: Envelope, claim: Claim, reply: str, deadline: float, start: int) -> None:
+        """Send the parts in order from `start`, saving progress after each part but the last."""
         parts = split_text(reply or self.texts.empty_answer)
-        sent = parts_sent
-        try:
-            for index in range(parts_sent, len(parts)):
-                quote = envelope.message_id if index == 0 else None
-                self.graph.send_text(envelope.phone_number_id, envelope.to, parts[index], reply_to=quote)
-                sent = index + 1
-        except GraphError as exc:
-            fields = {"message_id": envelope.message_id, "code": exc.code, "status": exc.status}
-            if not exc.retriable:
-                log.error("reply not deliverable: acknowledged", **fields, title=exc.title)
-                return
-            self.claims.release(envelope.message_id, sent)
-            log.warning("sending failed: Pub/Sub will redeliver", **fields, parts_sent=sent)
-            raise RetryLater(str(exc)) from exc
-        log.info("reply sent", message_id=envelope.message_id, parts=len(parts))
+        fields = {"message_id": envelope.message_id}
+        for index in range(start, len(parts)):
+            left = _stop_if_late(deadline)
+            quote = envelope.message_id if index == 0 else None
+            try:
+                self.graph.send_text(
+                    envelope.phone_number_id, envelope.to, parts[index], reply_to=quote, timeout=left
+                )
+            except GraphError as exc:
+                fields.update(code=exc.code, status=exc.status, parts_sent=index)
+                if exc.auth:
+                    raise _auth_failure(envelope, exc) from exc
+                if not exc.retriable:
+                    log.error("reply not deliverable: acknowledged", **fields, title=exc.title)
+                    return
+                log.warning("sending failed: Pub/Sub will redeliver", **fields)
+                raise RetryLater(str(exc)) from exc
+            if index + 1 < len(parts):
+                self.claims.progress(envelope.message_id, claim, index + 1)
+        log.info("reply sent", **fields, parts=len(parts))
 
-    def _mark_read(self, envelope: Envelope) -> None:
-        """Blue ticks and 'typing…' as soon as work starts; never fatal."""
+    def _mark_read(self, envelope: Envelope, deadline: float) -> None:
+        """Blue ticks and 'typing…' as soon as work starts; only a token error stops the attempt."""
         try:
-            self.graph.mark_read(envelope.phone_number_id, envelope.message_id, typing=True)
+            self.graph.mark_read(
+                envelope.phone_number_id, envelope.message_id, typing=True, timeout=_stop_if_late(deadline)
+            )
         except GraphError as exc:
+            if exc.auth:
+                raise _auth_failure(envelope, exc) from exc
             log.warning(
                 "mark as read failed", message_id=envelope.message_id, code=exc.code, status=exc.status
             )
+
+
+def _stop_if_late(deadline: float) -> float:
+    """Seconds left in this attempt; past its deadline, stop (the claim is released, retried)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise RetryLater("the attempt's deadline has passed")
+    return left
+
+
+def _auth_failure(envelope: Envelope, exc: GraphError) -> RetryLater:
+    """A token or permission error is an outage: never done, retried until the dead-letter topic."""
+    log.error(
+        "Graph API token or permission error",
+        alert="graph_auth",
+        code=exc.code,
+        status=exc.status,
+        message_id=envelope.message_id,
+    )
+    return RetryLater(f"Graph API token or permission error {exc.code}")

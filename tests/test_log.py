@@ -1,26 +1,75 @@
-"""Structured log lines: JSON with severity and message, phone numbers masked."""
+"""Structured log lines: JSON with severity and message; ids digested and users masked by the sink."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from common import log
 
+WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzNzJFQTA4Q0FCMzNFNzFDMDJDNgA="  # holds 16505551234
+# README "Logs": the digest is "m-" and the first 12 hex digits of the id's SHA-256.
+WAMID_DIGEST = "m-" + hashlib.sha256(WAMID.encode()).hexdigest()[:12]
+
+
+def logged(capsys: pytest.CaptureFixture[str], **fields: object) -> dict[str, object]:
+    log.warning("something odd", **fields)
+    [line] = capsys.readouterr().out.splitlines()
+    return json.loads(line)
+
 
 def test_one_json_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
-    log.warning("something odd", message_id="wamid.1", user=log.mask("16505551234"))
-    [line] = capsys.readouterr().out.splitlines()
-    record = json.loads(line)
+    record = logged(capsys, user=log.mask("16505551234"), parts=2)
     assert record["severity"] == "WARNING"
     assert record["message"] == "something odd"
     assert record["user"] == "***1234"
-    assert record["message_id"] == "wamid.1"
+    assert record["parts"] == 2
+
+
+def test_the_digest_is_short_stable_and_documented() -> None:
+    assert log.digest(WAMID) == WAMID_DIGEST == log.digest(WAMID)
+    assert len(WAMID_DIGEST) == 14
+    assert log.digest(WAMID + "x") != WAMID_DIGEST
+
+
+@pytest.mark.parametrize("key", ["message_id", "context_id"])
+def test_id_fields_are_replaced_by_their_digest(capsys: pytest.CaptureFixture[str], key: str) -> None:
+    assert logged(capsys, **{key: WAMID})[key] == WAMID_DIGEST
+
+
+def test_a_digest_passed_in_is_kept_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    assert logged(capsys, message_id=WAMID_DIGEST)["message_id"] == WAMID_DIGEST
+
+
+def test_a_wamid_anywhere_in_a_value_is_replaced(capsys: pytest.CaptureFixture[str]) -> None:
+    record = logged(capsys, reason=f"Graph API 400: bad id {WAMID}.", ids=[WAMID], extra={"quote": WAMID})
+    assert WAMID not in json.dumps(record)
+    assert record["reason"] == f"Graph API 400: bad id {WAMID_DIGEST}."
+    assert record["ids"] == [WAMID_DIGEST]
+    assert record["extra"] == {"quote": WAMID_DIGEST}
+
+
+def test_other_objects_are_logged_as_scrubbed_text(capsys: pytest.CaptureFixture[str]) -> None:
+    class Holder:
+        def __str__(self) -> str:
+            return f"Holder({WAMID})"
+
+    assert logged(capsys, error=Holder())["error"] == f"Holder({WAMID_DIGEST})"
+
+
+@pytest.mark.parametrize("key", ["user", "recipient", "to"])
+def test_user_fields_are_masked_even_when_the_caller_forgot(
+    capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    assert logged(capsys, **{key: "16505551234"})[key] == "***1234"
+    assert logged(capsys, **{key: "US.13491208655302741918"})[key] == "***1918"
 
 
 @pytest.mark.parametrize(
-    ("raw", "masked"), [("16505551234", "***1234"), ("1234", "***"), ("", ""), (None, "")]
+    ("raw", "masked"),
+    [("16505551234", "***1234"), ("1234", "***"), ("", ""), (None, ""), ("***1234", "***1234")],
 )
 def test_mask_keeps_at_most_the_last_four(raw: str | None, masked: str) -> None:
     assert log.mask(raw) == masked

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from google.cloud import firestore
 
-from common.chunks import units
-from common.claims import Claims, doc_id
+from common.chunks import split_text, units
+from common.claims import doc_id
 from common.envelope import Envelope, MediaRef
-from common.events import event_for
+from common.events import DEAD_LETTER_ATTRIBUTE, event_for
 from common.texts import DEFAULTS
 from local import emulators as emu
-from local.functions import FunctionProcess, serve
+from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import OPENAI_KEY, PROJECT, stand_in_env
+from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
 
 BUSINESS = "106540352242922"
-LEASE_SECONDS = 3
+# An attempt may work 5 s; its claim's lease is 6 s (the rule's margin is 30 s in production,
+# CLAIM_LEASE_MARGIN_SECONDS lowers it here so that a lease runs out within a test).
+TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "5", "CLAIM_LEASE_SECONDS": "6", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
+DEAD_LETTER = {DEAD_LETTER_ATTRIBUTE: "projects/p/subscriptions/whatsapp-text", "type": "text"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,26 @@ def responder(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> 
         OPENAI_MODEL="test-model",
         HISTORY_MAX_TURNS="100",
         HISTORY_MAX_CHARS="100000",
-        CLAIM_LEASE_SECONDS=str(LEASE_SECONDS),
+        **TIMING,
+    )
+    function = serve("responder", env)
+    yield function
+    function.stop()
+
+
+@pytest.fixture(scope="module")
+def tuned(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    """A responder with every setting the tests below check moved off its default."""
+    env = stand_in_env(
+        emulators,
+        graph,
+        model,
+        VOICE_MODE="conversation",
+        HISTORY_MAX_CHARS="120",
+        HISTORY_TTL_DAYS="5",
+        CLAIM_TTL_DAYS="2",
+        OPENAI_MAX_TOKENS="77",
+        **TIMING,
     )
     function = serve("responder", env)
     yield function
@@ -68,11 +93,6 @@ def text(words: str, user: str = "15550001111", **changes: object) -> Envelope:
     return replace(envelope, **changes)
 
 
-def deliver(function: FunctionProcess, envelope: Envelope) -> int:
-    """POST the Pub/Sub push body; 2xx = ack, 500 = the function raised (redelivery)."""
-    return requests.post(function.url, json=event_for(envelope), timeout=60).status_code
-
-
 def stored_turns(db: firestore.Client, user: str) -> list[dict]:
     return (db.collection("conversations").document(doc_id(user)).get().to_dict() or {}).get("turns", [])
 
@@ -91,6 +111,7 @@ def test_a_text_is_answered_once_quoted_after_a_read_receipt(
     assert read["typing_indicator"] == {"type": "text"}
     [chat] = model.chats()
     assert chat["model"] == "test-model"
+    assert chat["max_tokens"] == 1024  # OPENAI_MAX_TOKENS' default: no call is unbounded
     assert chat["messages"][0] == {"role": "system", "content": DEFAULTS["SYSTEM_PROMPT"]}
 
 
@@ -124,19 +145,6 @@ def test_concurrent_redeliveries_give_one_reply(
         codes = list(pool.map(lambda _: deliver(responder, envelope), range(3)))
     assert codes.count(200) >= 1
     assert set(codes) <= {200, 500}  # a loser whose rival still holds the lease asks to be retried
-    assert deliver(responder, envelope) == 200
-    assert len(graph.sent()) == 1
-
-
-def test_a_claim_abandoned_by_a_crash_is_taken_over_after_the_lease(
-    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
-) -> None:
-    envelope = text("are you there?")
-    # A crashed attempt: it claimed the message, then died before answering.
-    Claims(db, lease=timedelta(seconds=LEASE_SECONDS), ttl=timedelta(days=1)).claim(envelope.message_id)
-    assert deliver(responder, envelope) == 500  # the lease is still live: retry later
-    assert graph.sent() == []
-    time.sleep(LEASE_SECONDS + 0.5)
     assert deliver(responder, envelope) == 200
     assert len(graph.sent()) == 1
 
@@ -233,6 +241,7 @@ def test_an_over_long_context_is_trimmed_and_tried_once_more(
     model.fail("/chat/completions", 400, error)
     assert deliver(responder, text("and now?")) == 200
     full, trimmed = model.chats()[-2:]
+    assert full["max_tokens"] == trimmed["max_tokens"] == 1024
     assert len(full["messages"]) == 8
     assert len(trimmed["messages"]) == 4
     assert graph.sent()[-1]["text"]["body"].startswith("echo: and now?")
@@ -363,3 +372,107 @@ def test_the_budget_trims_the_stored_history(
     assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant"]
     assert [t["content"] for t in turns if t["role"] == "user"] == ["message 2", "message 3"]
     assert len(model.chats()[-1]["messages"]) == 1 + 4 + 1  # system, the budget, the new turn
+
+
+def test_an_envelope_with_keys_a_newer_version_added_is_answered(
+    responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    """A rolling deploy: a newer webhook adds keys at the top and inside `media`."""
+    envelope = text("", type="image", text=None, media=MediaRef("media-2", "image/png"))
+    push = event_for(envelope)
+    raw = json.loads(base64.b64decode(push["message"]["data"]))
+    raw["media"].update({"caption_entities": [1, 2], "width": 640})
+    raw["priority"] = "high"
+    push["message"]["data"] = base64.b64encode(json.dumps(raw).encode()).decode()
+    logged_before = len(responder.log_text())
+    assert requests.post(responder.url, json=push, timeout=60).status_code == 200
+    [sent] = graph.sent()
+    assert sent["text"]["body"] == DEFAULTS["UNSUPPORTED_TEXT"]
+    assert "dropped an undecodable event" not in responder.log_text()[logged_before:]
+
+
+def test_a_reply_that_fails_at_part_two_is_resent_from_part_two(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    long_answer = " ".join(f"Sentence {i} tells a little more of the story." for i in range(400))[:9000]
+    model.answer = lambda messages: long_answer
+    parts = split_text(long_answer)
+    assert len(parts) == 3
+    graph.fail("/messages", 200, {"success": True}, times=1)  # the read receipt
+    graph.fail("/messages", 200, {"messages": [{"id": "wamid.OUT1"}]}, times=1)  # part 1 accepted
+    graph.fail("/messages", 503, {"error": {"message": "unavailable"}}, times=1)  # part 2 fails
+    envelope = text("tell me a long story")
+    assert deliver(responder, envelope) == 500
+    assert deliver(responder, envelope) == 200
+    assert [s["text"]["body"] for s in graph.sent()] == parts  # part 1 once, then 2 and 3
+    assert graph.sent()[0]["context"] == {"message_id": envelope.message_id}
+    assert "context" not in graph.sent()[1]
+    assert len(model.chats()) == 1
+
+
+def test_a_dead_letter_whose_reply_was_stored_sends_that_reply_not_the_apology(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    graph.fail("/messages", 503, {"error": {"message": "unavailable"}}, times=6)  # 3 x (receipt, send)
+    envelope = text("is it raining?")
+    assert [deliver(responder, envelope) for _ in range(3)] == [500] * 3
+    assert graph.sent() == []
+    assert deliver(responder, envelope, DEAD_LETTER) == 200
+    assert deliver(responder, envelope, DEAD_LETTER) == 200  # the dead-letter delivery repeated
+    [sent] = graph.sent()
+    assert sent["text"]["body"].startswith("echo: is it raining?")
+    assert sent["text"]["body"] != DEFAULTS["MODEL_ERROR_TEXT"]
+    assert len(model.chats()) == 1
+
+
+def test_voice_mode_conversation_makes_the_transcript_the_users_turn(
+    tuned: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = text("what should I cook tonight", type="audio", transcript=True)
+    assert deliver(tuned, envelope) == 200
+    [chat] = model.chats()
+    assert chat["messages"][-1] == {"role": "user", "content": "what should I cook tonight"}
+    assert chat["max_tokens"] == 77  # OPENAI_MAX_TOKENS
+
+
+def test_claims_and_conversations_expire_and_claims_hold_no_message_id(
+    tuned: FunctionProcess, graph: FakeGraph, db: firestore.Client
+) -> None:
+    envelope = text("remember me")
+    before = datetime.now(UTC)
+    assert deliver(tuned, envelope) == 200
+    after = datetime.now(UTC)
+    claim = db.collection("claims").document(doc_id(envelope.message_id)).get().to_dict()
+    conversation = db.collection("conversations").document(doc_id(envelope.user)).get().to_dict()
+    slack = timedelta(seconds=5)
+    assert before + timedelta(days=2) - slack <= claim["expireAt"] <= after + timedelta(days=2) + slack
+    assert before + timedelta(days=5) - slack <= conversation["expireAt"] <= after + timedelta(days=5) + slack
+    assert claim["state"] == "done"
+    assert envelope.message_id not in repr(claim)  # the id is hashed; a wamid holds a phone number
+
+
+def test_history_max_chars_bounds_what_the_model_sees(
+    tuned: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    model.answer = lambda messages: "x" * 20
+    words = [f"{i}" * 30 for i in range(4)]  # each exchange: 30 + 20 characters
+    for item in words:
+        assert deliver(tuned, text(item)) == 200
+    prompt = model.chats()[-1]["messages"]
+    # 120 characters hold two exchanges (100): the third-to-last was trimmed before the last turn
+    assert [m["content"] for m in prompt if m["role"] == "user"] == words[1:]
+    assert [m["content"] for m in prompt[1:-1] if m["role"] == "user"] == words[1:3]
+    turns = stored_turns(db, text("").user)
+    assert [t["content"] for t in turns if t["role"] == "user"] == words[2:]
+    assert sum(len(t["content"]) for t in turns) <= 120
+    assert turns[0]["role"] == "user"
+
+
+def test_a_lease_an_attempt_could_outlive_is_refused_at_start(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI
+) -> None:
+    env = stand_in_env(emulators, graph, model, ATTEMPT_TIMEOUT_SECONDS="120", CLAIM_LEASE_SECONDS="140")
+    with pytest.raises(FunctionError) as refused:
+        serve("responder", env).stop()
+    assert "CLAIM_LEASE_SECONDS=140" in str(refused.value)
+    assert "ATTEMPT_TIMEOUT_SECONDS=120 + 30" in str(refused.value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -145,11 +147,19 @@ def test_statuses_reactions_system_and_errors_are_acknowledged_not_published(
 
 
 def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess, topics: Topics) -> None:
+    logged_before = len(webhook.log_text())
     answer = post_fixture(webhook, "batches/one_malformed")
-    assert answer.status_code == 200
-    assert len(topics.pull(TOPIC_TEXT, expect=1)) == 1
-    assert len(topics.pull(TOPIC_AUDIO, expect=1)) == 1
-    assert "skipped malformed item" in webhook.log_text()
+    assert answer.json() == {"status": "ok", "published": 2}
+    items = fixture("batches/one_malformed")["entry"][0]["changes"][0]["value"]["messages"]
+    [text] = topics.pull(TOPIC_TEXT, expect=1)
+    [audio] = topics.pull(TOPIC_AUDIO, expect=1)
+    assert [text.attributes["message_id"], audio.attributes["message_id"]] == [items[0]["id"], items[2]["id"]]
+    skipped = [
+        json.loads(line)
+        for line in webhook.log_text()[logged_before:].splitlines()
+        if "skipped malformed item" in line
+    ]
+    assert [line["where"] for line in skipped] == ["entry[0].changes[0].messages[1]"]
 
 
 def test_business_scoped_user_is_keyed_on_the_user_id(webhook: FunctionProcess, topics: Topics) -> None:
@@ -160,10 +170,12 @@ def test_business_scoped_user_is_keyed_on_the_user_id(webhook: FunctionProcess, 
 
 def test_logs_never_hold_message_text_or_full_numbers(webhook: FunctionProcess, topics: Topics) -> None:
     assert post_fixture(webhook, "messages/text").status_code == 200
-    topics.pull(TOPIC_TEXT, expect=1)
+    assert len(topics.pull(TOPIC_TEXT, expect=1)) == 1
     message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
     logs = webhook.log_text()
-    assert message["id"] in logs
+    # README "Logs": a message id is logged as "m-" and the first 12 hex digits of its SHA-256.
+    assert "m-" + hashlib.sha256(message["id"].encode()).hexdigest()[:12] in logs
+    assert message["id"] not in logs
     assert message["text"]["body"] not in logs
     assert message["from"] not in logs
     assert APP_SECRET not in logs
@@ -213,11 +225,132 @@ def test_other_objects_are_a_bad_request(webhook: FunctionProcess) -> None:
     assert "whatsapp_business_account" in answer.json()["reason"]
 
 
-def test_a_body_over_3_mb_is_refused_before_parsing(webhook: FunctionProcess) -> None:
-    body = b'{"object": "whatsapp_business_account", "pad": "' + b"x" * (4 * 1024 * 1024) + b'"}'
-    answer = post(webhook, body, signed_headers(body, APP_SECRET))
+# README "How the webhook behaves": POSTs over MAX_BODY_BYTES, 3145728 by default, get a 413.
+MAX_BODY_BYTES = 3145728
+
+
+def padded_text(size: int, message_id: str) -> bytes:
+    """A valid text notification padded with an extra field to exactly `size` bytes."""
+    body = fixture("messages/text")
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = message_id
+    body["pad"] = ""
+    bare = len(json.dumps(body).encode())
+    body["pad"] = "x" * (size - bare)
+    raw = json.dumps(body).encode()
+    assert len(raw) == size
+    return raw
+
+
+def test_a_body_of_exactly_max_body_bytes_is_accepted_and_one_more_byte_refused(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    at_limit = padded_text(MAX_BODY_BYTES, "wamid.AT-THE-LIMIT")
+    assert post(webhook, at_limit, signed_headers(at_limit, APP_SECRET)).json() == {
+        "status": "ok",
+        "published": 1,
+    }
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    assert received.attributes["message_id"] == "wamid.AT-THE-LIMIT"
+    over = padded_text(MAX_BODY_BYTES + 1, "wamid.OVER-THE-LIMIT")
+    answer = post(webhook, over, signed_headers(over, APP_SECRET))
     assert answer.status_code == 413
-    assert answer.json()["status"] == "error"
+    assert answer.json()["status"] == "error" and answer.json()["reason"]
+    assert topics.nothing_on(TOPIC_TEXT)
+
+
+# --- bad input: each body has its expected answer -----------------------------------------------
+
+REFUSED, SKIPPED, PUBLISHED = "400 with a reason", "200, skip logged", "200, published"
+WRONG = [("None", None), ("0", 0), ("1.5", 1.5), ("True", True), ("[]", []), ("{}", {}), ("''", "")]
+WRONG.append(("long", "x" * 10_000))
+# Malformed items the parser can still answer safely: `from` absent (the one contact names the
+# sender, as with business-scoped users), a long text, a broken optional contacts block, and a
+# type Meta may add tomorrow (the responder says what it cannot read).
+CONTACTS_WRONG = (None, 0, "x", {}, [None], [1])
+STILL_ANSWERABLE = {"from=None", "from=''", "text.body=long", "unknown type"}
+STILL_ANSWERABLE |= {f"contacts={wrong!r}" for wrong in CONTACTS_WRONG}
+
+
+def bad_bodies() -> list[tuple[str, str, bytes, str]]:
+    """(name, expected class, body, the message id a published envelope would carry)."""
+    cases: list[tuple[str, str, bytes, str]] = [
+        ("truncated", REFUSED, fixture_bytes("messages/text")[:-7], ""),
+        ("deeply nested", REFUSED, b"[" * 100_000 + b"]" * 100_000, ""),
+        (
+            "deeply nested object",
+            REFUSED,
+            b'{"object":"whatsapp_business_account","entry":' + b"[" * 50_000,
+            "",
+        ),
+        ("invalid utf-8", REFUSED, b'{"object": "whatsapp_business_account", "x": "\xff\xfe"}', ""),
+        ("not an object", REFUSED, b'"whatsapp_business_account"', ""),
+        ("null", REFUSED, b"null", ""),
+        ("empty", REFUSED, b"", ""),
+    ]
+
+    def variant(name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        body = fixture("messages/text")
+        message_id = f"wamid.BAD{len(cases):03d}"
+        body["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = message_id
+        change(body)
+        expected = PUBLISHED if name in STILL_ANSWERABLE else SKIPPED
+        cases.append((name, expected, json.dumps(body).encode(), message_id))
+
+    def message(body: dict[str, Any]) -> dict[str, Any]:
+        return body["entry"][0]["changes"][0]["value"]["messages"][0]
+
+    for field in ("from", "id", "timestamp", "type", "text", "text.body"):
+        for label, wrong in WRONG:
+            if field == "text.body":
+                variant(f"{field}={label}", lambda b, w=wrong: message(b)["text"].update(body=w))
+            else:
+                variant(f"{field}={label}", lambda b, f=field, w=wrong: message(b).update({f: w}))
+    holders = {
+        "entry": lambda b: b,
+        "changes": lambda b: b["entry"][0],
+        "value": lambda b: b["entry"][0]["changes"][0],
+        "messages": lambda b: b["entry"][0]["changes"][0]["value"],
+        "metadata": lambda b: b["entry"][0]["changes"][0]["value"],
+        "contacts": lambda b: b["entry"][0]["changes"][0]["value"],
+    }
+    for path, holder in holders.items():
+        for wrong in CONTACTS_WRONG:
+            variant(f"{path}={wrong!r}", lambda b, h=holder, p=path, w=wrong: h(b).update({p: w}))
+    variant("unknown type", lambda b: message(b).update(type="hologram"))
+    return cases
+
+
+def test_each_bad_body_gets_its_expected_answer_and_nothing_malformed_is_published(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    cases = bad_bodies()
+    assert len(cases) > 80 and len({name for name, *_ in cases}) == len(cases)
+    wrong = []
+    for name, expected, body, _ in cases:
+        logged_before = len(webhook.log_text())
+        answer = post(webhook, body, signed_headers(body, APP_SECRET))
+        new_log = webhook.log_text()[logged_before:]
+        got = answer.json() if answer.headers.get("Content-Type") == "application/json" else {}
+        if answer.status_code == 400 and got.get("reason"):
+            outcome = REFUSED
+        elif (
+            answer.status_code == 200
+            and got == {"status": "ok", "published": 0}
+            and "skipped malformed" in new_log
+        ):
+            outcome = SKIPPED
+        elif answer.status_code == 200 and got == {"status": "ok", "published": 1}:
+            outcome = PUBLISHED
+        else:
+            outcome = f"{answer.status_code} {answer.text[:80]}"
+        if outcome != expected:
+            wrong.append(f"{name}: expected {expected}, got {outcome}")
+    assert not wrong, "\n".join(wrong)
+    assert webhook.process.poll() is None  # still alive
+    answerable = sorted(message_id for _, expected, _, message_id in cases if expected == PUBLISHED)
+    published = topics.pull(TOPIC_TEXT, expect=len(answerable), timeout=30)
+    assert sorted(r.attributes["message_id"] for r in published) == answerable
+    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
 
 
 def test_posts_are_refused_while_the_app_secret_is_unset(emulators: emu.Emulators) -> None:

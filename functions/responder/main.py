@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
+import threading
+
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from common import log
 from common.events import BadEvent, envelope_from_event, is_dead_lettered
-from common.responder import Responder, RetryLater
+from common.responder import Responder, RetryLater, timing
 
+timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
 _responder: Responder | None = None  # clients created once per instance, on first use
+_lock = threading.Lock()  # instances serve several requests at once: create them only once
+
+
+def responder() -> Responder:
+    global _responder
+    if _responder is None:
+        with _lock:
+            if _responder is None:
+                _responder = Responder()
+    return _responder
 
 
 @functions_framework.cloud_event
 def respond(event: CloudEvent) -> None:
     """Return = ack. Raise = nack: Pub/Sub redelivers (only for what a retry can fix)."""
-    global _responder
     try:
         envelope = envelope_from_event(event.data)
     except BadEvent as exc:
         log.error("dropped an undecodable event", reason=str(exc), event_id=event.get("id"))
         return
-    if _responder is None:
-        _responder = Responder()
     try:
         if is_dead_lettered(event.data):
-            _responder.give_up(envelope)
+            responder().give_up(envelope)
         else:
-            _responder.handle(envelope)
+            responder().handle(envelope)
     except RetryLater as exc:
         log.warning("will be redelivered", message_id=envelope.message_id, reason=str(exc))
         raise

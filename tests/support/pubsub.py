@@ -10,6 +10,8 @@ from google.cloud import pubsub_v1
 
 from local.emulators import pubsub_host
 
+QUIET = 0.7  # seconds of silence that make "no more messages" believable on a loaded machine
+
 
 @dataclass(frozen=True)
 class Received:
@@ -42,38 +44,50 @@ class Topics:
     def _subscription(self, topic: str) -> str:
         return self.subscriber.subscription_path(self.project, f"{topic}-test")
 
-    def pull(self, topic: str, expect: int, timeout: float = 10) -> list[Received]:
-        """Pull until `expect` messages arrived (or the timeout); then make sure no more come."""
+    def pull(self, topic: str, expect: int, timeout: float = 10, quiet: float = QUIET) -> list[Received]:
+        """Pull until `expect` messages arrived (or the timeout), then listen `quiet` seconds more.
+
+        Whatever arrives meanwhile is returned too, so a caller that expects N and unpacks or
+        counts the result fails on a double publish.
+        """
         received: list[Received] = []
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            response = self.subscriber.pull(
-                request={
-                    "subscription": self._subscription(topic),
-                    "max_messages": 100,
-                    "return_immediately": True,  # deprecated on GCP, honoured by the emulator
-                },
-                timeout=5,
-            )
-            if response.received_messages:
-                self.subscriber.acknowledge(
-                    request={
-                        "subscription": self._subscription(topic),
-                        "ack_ids": [m.ack_id for m in response.received_messages],
-                    }
-                )
-            for item in response.received_messages:
-                message = item.message
-                received.append(Received(message.data, dict(message.attributes), message.ordering_key))
-            if len(received) >= expect:
-                break
+        while len(received) < expect and time.monotonic() < deadline:
+            received += self._pull_once(topic)
+            if len(received) < expect:
+                time.sleep(0.05)
+        silence_until = time.monotonic() + quiet
+        while True:  # at least one look, however short `quiet` is
+            received += self._pull_once(topic)
+            if time.monotonic() >= silence_until:
+                return received
             time.sleep(0.05)
-        return received
 
-    def nothing_on(self, topic: str, wait: float = 0.5) -> bool:
-        """True when no message arrives on the topic within `wait` seconds."""
-        time.sleep(wait)
-        return not self.pull(topic, expect=1, timeout=0.3)
+    def nothing_on(self, topic: str, wait: float = QUIET) -> bool:
+        """True when no message arrives on the topic within `wait` seconds (at least one look)."""
+        return not self.pull(topic, expect=0, quiet=wait)
+
+    def _pull_once(self, topic: str) -> list[Received]:
+        subscription = self._subscription(topic)
+        response = self.subscriber.pull(
+            request={
+                "subscription": subscription,
+                "max_messages": 100,
+                "return_immediately": True,  # deprecated on GCP, honoured by the emulator
+            },
+            timeout=5,
+        )
+        if response.received_messages:
+            self.subscriber.acknowledge(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+        return [
+            Received(item.message.data, dict(item.message.attributes), item.message.ordering_key)
+            for item in response.received_messages
+        ]
 
     def close(self) -> None:
         self.subscriber.close()
