@@ -22,11 +22,12 @@ def measure(env: dict[str, str], graph: FakeGraph, model: FakeOpenAI) -> dict[st
 
     sphinx = Transcriber.from_env()
     work = audio_seconds = 0.0
-    for name in NOTES:
+    for number, name in enumerate(NOTES, 1):
+        media_id = str(10**15 + number)  # media ids are digits
         data = (AUDIO / name).read_bytes()
-        graph.add_media(name, data, "audio/ogg; codecs=opus")
+        graph.add_media(media_id, data, "audio/ogg; codecs=opus")
         envelope = Envelope(
-            f"wamid.{name}", "1555", "1555", "1065", "audio", 0, media=MediaRef(name, "audio/ogg")
+            f"wamid.{media_id}", "1555", "1555", "1065", "audio", 0, media=MediaRef(media_id, "audio/ogg")
         )
         sphinx.run(envelope)  # warm: the model is loaded once per instance
         started = time.perf_counter()
@@ -39,7 +40,7 @@ def measure(env: dict[str, str], graph: FakeGraph, model: FakeOpenAI) -> dict[st
     model.reset()
     original = (AUDIO / NOTES[0]).read_bytes()
     openai_path.run(
-        Envelope("wamid.o", "1555", "1555", "1065", "audio", 0, media=MediaRef(NOTES[0], "audio/ogg"))
+        Envelope("wamid.o", "1555", "1555", "1065", "audio", 0, media=MediaRef(str(10**15 + 1), "audio/ogg"))
     )
     [fields] = model.transcriptions()
     filename, sent = fields["file"]

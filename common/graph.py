@@ -1,7 +1,10 @@
 """WhatsApp Cloud (Graph) API client: send, mark read, media; errors decided on Meta's error code.
 
-One requests.Session per instance (keep-alive), timeouts on every call. A GraphError says
-whether a retry can help (`retriable`): the functions raise those for Pub/Sub to redeliver.
+One requests.Session per instance (keep-alive), timeouts on every call (GRAPH_TIMEOUT_SECONDS).
+The bearer token goes with each request, never as a session default, and a media download only
+to a host `download_allowed` accepts. A GraphError says whether a retry can help (`retriable`:
+the functions raise those for Pub/Sub to redeliver) and whether the token or its permissions
+failed (`auth`: an outage to alert on, not a bad message).
 """
 
 from __future__ import annotations
@@ -9,25 +12,40 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from common import config
 
-# Meta error codes a later attempt can fix (throttling, transient) and ones it cannot.
-RETRIABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
-AUTH_CODES = frozenset({0, 10, 190} | set(range(200, 300)))  # token or permission: an outage
-TIMEOUT = (3.05, 20)  # (connect, read) seconds
+# Meta error codes a later attempt can fix: throttling (4, 17, 32, 613, 80007, 130429, 131048 spam
+# rate limit, 131056 pair rate limit) and transient failures (1, 2, 131000, 131016).
+RETRIABLE_CODES = frozenset({1, 2, 4, 17, 32, 613, 80007, 130429, 131000, 131016, 131048, 131056})
+AUTH_CODES = frozenset({0, 10, 190, *range(200, 300)})  # token expired or revoked, permission missing
+CONNECT_TIMEOUT = 3.05  # seconds
+READ_TIMEOUT = 20.0  # seconds (GRAPH_TIMEOUT_SECONDS)
 BSUID = re.compile(r"^[A-Z]{2}\.\w+$")  # business-scoped user id, e.g. US.13491208655302741918
+META_API_HOST = "graph.facebook.com"
+META_MEDIA_HOSTS = ("fbsbx.com", "fbcdn.net", "whatsapp.net")  # and their subdomains, https only
 
 
 class GraphError(Exception):
-    """The Graph API refused or failed; `retriable` says whether Pub/Sub should redeliver."""
+    """The Graph API refused or failed; `retriable`: Pub/Sub should redeliver; `auth`: token error."""
 
-    def __init__(self, status: int, code: int | None, title: str, retriable: bool) -> None:
+    def __init__(
+        self, status: int, code: int | None, title: str, retriable: bool, auth: bool | None = None
+    ) -> None:
         super().__init__(f"Graph API {status} code={code} {title}")
         self.status, self.code, self.title, self.retriable = status, code, title, retriable
-        self.auth = code in AUTH_CODES
+        self.auth = code in AUTH_CODES if auth is None else auth
+
+
+class DownloadRefused(GraphError):
+    """The media url is not one the token may be sent to (not https on Meta's hosts, or a foreign host)."""
+
+    def __init__(self, host: str, scheme: str) -> None:
+        super().__init__(0, None, f"download refused: {scheme}://{host}", retriable=False)
+        self.host, self.scheme = host, scheme
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +61,62 @@ def classify(status: int, body: Any) -> GraphError:
     error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
     code = error.get("code") if isinstance(error.get("code"), int) else None
     title = str(error.get("error_user_title") or error.get("message") or error.get("type") or "")[:200]
-    if code is not None and code in RETRIABLE_CODES:
+    if code is not None and code in AUTH_CODES and status != 429:
+        return GraphError(status, code, title, retriable=False, auth=True)
+    if (code is not None and code in RETRIABLE_CODES) or status == 429:
         retriable = True
     elif code is not None and status < 500:
         retriable = False
     else:
-        retriable = status >= 500 or status == 429
-    return GraphError(status, code, title, retriable)
+        retriable = status >= 500
+    return GraphError(status, code, title, retriable, auth=False)
+
+
+def download_allowed(url: str, base: str) -> bool:
+    """May the bearer token go to `url`? With Meta's API: https on Meta's media hosts only.
+    With any other base (the simulator, tests): only its own scheme, host and port."""
+    target, api = urlsplit(url), urlsplit(base)
+    try:
+        target_port, api_port = target.port, api.port
+    except ValueError:  # a port that is not a number
+        return False
+    host = (target.hostname or "").lower()
+    if (api.hostname or "").lower() == META_API_HOST:
+        return target.scheme == "https" and any(
+            host == family or host.endswith("." + family) for family in META_MEDIA_HOSTS
+        )
+    return (target.scheme, host, target_port) == (api.scheme, (api.hostname or "").lower(), api_port)
+
+
+def digits(value: str, what: str) -> str:
+    """A Graph object id that goes into a url path: digits only, else a GraphError (no retry)."""
+    if not value.isascii() or not value.isdigit():
+        raise GraphError(0, None, f"{what} is not a number", retriable=False)
+    return value
 
 
 class GraphClient:
-    def __init__(self, token: str | None = None, base: str | None = None, version: str | None = None) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        base: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.token = token or config.get("WHATSAPP_TOKEN") or ""
-        base = (base or config.get("WHATSAPP_API_BASE") or "").rstrip("/")
-        self.root = f"{base}/{version or config.get('WHATSAPP_API_VERSION')}"
+        self.base = (base or config.get("WHATSAPP_API_BASE") or "").rstrip("/")
+        self.root = f"{self.base}/{version or config.get('WHATSAPP_API_VERSION')}"
+        self.timeout = timeout or config.number("GRAPH_TIMEOUT_SECONDS", READ_TIMEOUT)
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     def _call(self, method: str, url: str, timeout: float | None = None, **kwargs: Any) -> requests.Response:
-        limit = TIMEOUT if timeout is None else (min(TIMEOUT[0], timeout), min(TIMEOUT[1], timeout))
+        """`timeout` (what is left of an attempt's deadline) shortens the client's own timeouts."""
+        limit = (CONNECT_TIMEOUT, self.timeout)
+        if timeout is not None:
+            limit = (min(CONNECT_TIMEOUT, timeout), min(self.timeout, timeout))
+        headers = {"Authorization": f"Bearer {self.token}"}  # per request: never a session default
         try:
-            response = self.session.request(method, url, timeout=limit, **kwargs)
+            response = self.session.request(method, url, headers=headers, timeout=limit, **kwargs)
         except requests.RequestException as exc:  # timeouts, refused connections: try again later
             raise GraphError(0, None, type(exc).__name__, retriable=True) from exc
         if response.status_code >= 400:
@@ -92,7 +145,7 @@ class GraphClient:
         payload["recipient" if BSUID.match(to) else "to"] = to
         if reply_to:
             payload["context"] = {"message_id": reply_to}
-        url = f"{self.root}/{phone_number_id}/messages"
+        url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages"
         answer = self._call("POST", url, timeout=timeout, json=payload).json()
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return str(messages[0].get("id", "")) if messages else ""
@@ -108,11 +161,12 @@ class GraphClient:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        self._call("POST", f"{self.root}/{phone_number_id}/messages", timeout=timeout, json=payload)
+        url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages"
+        self._call("POST", url, timeout=timeout, json=payload)
 
     def media_info(self, media_id: str) -> MediaInfo:
         """The media's short-lived download url (~5 minutes), type and size."""
-        response = self._call("GET", f"{self.root}/{media_id}")
+        response = self._call("GET", f"{self.root}/{digits(media_id, 'media id')}")
         try:
             body = response.json()
         except ValueError as exc:  # a proxy's error page, a cut-off answer: try again later
@@ -128,8 +182,13 @@ class GraphClient:
         )
 
     def download(self, url: str, limit: int) -> bytes:
-        """Stream the media with the bearer token; stop as soon as it exceeds `limit` bytes."""
-        response = self._call("GET", url, stream=True)
+        """Stream the media with the bearer token; stop as soon as it exceeds `limit` bytes.
+
+        DownloadRefused, before anything is sent, when the url is not one the token may go to."""
+        if not download_allowed(url, self.base):
+            parts = urlsplit(url)
+            raise DownloadRefused(parts.hostname or "", parts.scheme)
+        response = self._call("GET", url, stream=True)  # requests drops the token on a redirect elsewhere
         chunks, total = [], 0
         with response:
             try:

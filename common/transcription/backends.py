@@ -12,12 +12,14 @@ from typing import Any, Protocol
 
 from common import config, log
 from common.transcription import decode
-from common.transcription.errors import NO_SPEECH, REJECTED, Failed, Unavailable
-from common.transcription.media import Audio
+from common.transcription.audio import Audio
+from common.transcription.errors import NO_SPEECH, REJECTED, TOO_LARGE, Failed, Unavailable
 
 OPENAI_TIMEOUT = 60.0  # seconds per request (OPENAI_TIMEOUT_SECONDS): audio takes longer than chat
 OPENAI_MAX_RETRIES = 2  # the SDK's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
 GOOGLE_TIMEOUT = 30  # seconds; SpeechRecognition waits forever by default
+# SpeechRecognition's own default is plain http; its shared demo key is for trying things out only.
+GOOGLE_ENDPOINT = "https://www.google.com/speech-api/v2/recognize"
 
 
 class Backend(Protocol):
@@ -32,13 +34,17 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(
-        self, model: str, timeout: float = OPENAI_TIMEOUT, retries: int = OPENAI_MAX_RETRIES
+        self,
+        model: str,
+        max_seconds: float,
+        timeout: float = OPENAI_TIMEOUT,
+        retries: int = OPENAI_MAX_RETRIES,
     ) -> None:
         import openai
 
         from common.llm import openai_client  # the responder's client settings, loaded only here
 
-        self.openai, self.model = openai, model
+        self.openai, self.model, self.max_seconds = openai, model, max_seconds
         self.client = openai_client(timeout=timeout, max_retries=retries)
 
     def transcribe(self, audio: Audio) -> str:
@@ -46,7 +52,9 @@ class OpenAIBackend:
         if audio.format.openai_ext:  # no conversion: OpenAI reads OGG/Opus, m4a and mp3 as sent
             upload = (f"voice.{audio.format.openai_ext}", audio.data, audio.format.mime_type)
         else:  # AMR and raw AAC are not accepted: re-encode (the only conversion on this path)
-            upload = ("voice.ogg", decode.to_ogg_opus(audio), "audio/ogg")
+            upload = ("voice.ogg", decode.to_ogg_opus(audio, self.max_seconds), "audio/ogg")
+        if len(upload[1]) > decode.OPENAI_MAX_BYTES:  # only when MAX_AUDIO_BYTES is set above it
+            raise Failed(TOO_LARGE, f"{len(upload[1])} bytes, over OpenAI's 25 MB")
         try:
             result = self.client.audio.transcriptions.create(model=self.model, file=upload)
         except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
@@ -95,15 +103,14 @@ class GoogleBackend(_SpeechRecognitionBackend):
 
     name = "google"
 
-    def __init__(self, language: str, max_seconds: float, endpoint: str | None = None) -> None:
+    def __init__(self, language: str, max_seconds: float, endpoint: str = GOOGLE_ENDPOINT) -> None:
         super().__init__(max_seconds)
         self.language, self.endpoint = language, endpoint
         self.recognizer.operation_timeout = GOOGLE_TIMEOUT
 
     def recognize(self, data: Any) -> str:
-        extra = {"endpoint": self.endpoint} if self.endpoint else {}
         try:
-            return self.recognizer.recognize_google(data, language=self.language, **extra)
+            return self.recognizer.recognize_google(data, language=self.language, endpoint=self.endpoint)
         except self.sr.RequestError as exc:
             # SpeechRecognition wraps urllib's errors; a 4xx other than 429 will not heal.
             status = getattr(exc.__context__, "code", None)
@@ -132,18 +139,20 @@ class SphinxBackend(_SpeechRecognitionBackend):
         return self.recognizer.recognize_sphinx(data, language=self.model)
 
 
-def from_env() -> Backend:
+def from_env(max_seconds: float) -> Backend:
     """The backend TRANSCRIBE_BACKEND names (default `openai`); an unknown name is a config error."""
     name = (config.get("TRANSCRIBE_BACKEND", "openai") or "").lower()
-    max_seconds = config.number("MAX_AUDIO_SECONDS", 300)
     if name == "openai":
         return OpenAIBackend(
             config.get("TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe") or "",
+            max_seconds,
             timeout=config.number("OPENAI_TIMEOUT_SECONDS", OPENAI_TIMEOUT),
             retries=int(config.number("OPENAI_MAX_RETRIES", OPENAI_MAX_RETRIES)),
         )
     if name == "google":
-        return GoogleBackend(config.get("TRANSCRIBE_LANGUAGE", "en-US") or "en-US", max_seconds)
+        language = config.get("TRANSCRIBE_LANGUAGE", "en-US") or "en-US"
+        endpoint = config.get("GOOGLE_SPEECH_ENDPOINT", GOOGLE_ENDPOINT) or GOOGLE_ENDPOINT
+        return GoogleBackend(language, max_seconds, endpoint)
     if name == "sphinx":
         if (config.get("TRANSCRIBE_LANGUAGE") or "en").lower()[:2] != "en":
             log.warning("sphinx only knows English: TRANSCRIBE_LANGUAGE is ignored")

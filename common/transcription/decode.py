@@ -1,29 +1,79 @@
-"""Audio bytes → 16 kHz mono 16-bit PCM for the SpeechRecognition backends (and OGG for OpenAI).
+"""Audio → what the speech services take, by the imageio-ffmpeg binary in a child process.
 
-OGG/Opus is read by soundfile (its bundled libsndfile decodes Opus); the other formats go through
-pydub with the ffmpeg binary of the imageio-ffmpeg wheel. Two pydub pitfalls are avoided here:
-without `codec=` it runs ffprobe, which the wheel does not ship; and fed through stdin it returns
-empty audio for m4a files whose moov atom is at the end, so it always decodes from a file.
+Decoded audio never sits in this process: ffmpeg reads a temporary file and writes an OGG/Opus
+file (OpenAI, for AMR and raw AAC) or, for the SpeechRecognition backends, 16 kHz PCM capped by
+`-t` (about 10 MB at the default 300 s). Every run has a duration cap and a process timeout; the
+length is first read cheaply from the container (ffmpeg's reported duration), so a long note is
+refused before anything is decoded, and the cap catches one whose header understated it. Where
+ffmpeg only estimates the length from the bitrate (AMR, raw AAC, MP3), the early refusal allows
+ESTIMATE_MARGIN, so that no note under the limit is refused; the decode's exact cap decides the rest.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
+import re
+import subprocess
 import tempfile
-import warnings
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
+from common.transcription.audio import Audio
 from common.transcription.errors import TOO_LONG, UNDECODABLE, Failed
-from common.transcription.media import OGG, Audio
 
-RATE = 16_000  # what pocketsphinx's models expect; plenty for Google's recognizer
+RATE = 16_000  # what pocketsphinx's models expect; plenty for speech
 SILENCE_DBFS = -50.0  # loudest 100 ms below this: nothing was said (sphinx would "hear" words in it)
+OPUS_BITRATE = "24k"  # speech quality; 1 hour is about 11 MB
+OPENAI_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit
+FFMPEG_TIMEOUT = 120.0  # seconds per ffmpeg run; a capped note takes a few
+DURATION = re.compile(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+OUT_TIME = re.compile(rb"out_time_us=(\d+)")
+ESTIMATED = b"Estimating duration from bitrate"
+ESTIMATE_MARGIN = 1.1  # AMR-NB at 12.2 kb/s is estimated about 3 % long
+
+
+def seconds(audio: Audio) -> tuple[float | None, bool]:
+    """The length ffmpeg reports from the container (None: none), and whether it is an estimate."""
+    with _workdir(audio) as source:
+        _, stderr = _run(["-f", audio.format.demuxer, "-i", str(source)], audio, check=False)
+    found = DURATION.search(stderr)
+    if found is None:
+        return None, True
+    hours, minutes, secs = found.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(secs), ESTIMATED in stderr
+
+
+def check_length(audio: Audio, max_seconds: float) -> None:
+    """Failed(TOO_LONG) when the container says the note is longer than `max_seconds`."""
+    length, estimated = seconds(audio)
+    if length is not None and length > max_seconds * (ESTIMATE_MARGIN if estimated else 1):
+        raise Failed(TOO_LONG, f"{length:.0f} s, limit {max_seconds:.0f} s")
+
+
+def to_ogg_opus(audio: Audio, max_seconds: float) -> bytes:
+    """Re-encode a format OpenAI does not accept (AMR, raw AAC) as OGG/Opus, mono 16 kHz, 24 kb/s."""
+    with _workdir(audio) as source:
+        target = source.with_name("voice.ogg")
+        limit = OPENAI_MAX_BYTES - 256 * 1024  # -fs stops a little past its mark
+        encode = ["-c:a", "libopus", "-b:a", OPUS_BITRATE, "-application", "voip", "-fs", str(limit)]
+        progress, _ = _run(
+            [*_input(audio, source, max_seconds), *encode, "-progress", "pipe:1", "-y", str(target)], audio
+        )
+        times = OUT_TIME.findall(progress)
+        if times and int(times[-1]) / 1e6 > max_seconds:
+            raise Failed(TOO_LONG, f"over {max_seconds:.0f} s")
+        if target.stat().st_size >= limit:
+            raise Failed(TOO_LONG, "over OpenAI's 25 MB once encoded")
+        return target.read_bytes()
 
 
 def pcm16k(audio: Audio, max_seconds: float) -> bytes:
-    """Mono 16-bit little-endian PCM at 16 kHz; Failed when undecodable, silent or too long."""
-    pcm = _via_soundfile(audio.data, max_seconds) if audio.format is OGG else _via_pydub(audio, max_seconds)
+    """Mono 16-bit little-endian PCM at 16 kHz; Failed when undecodable, empty or too long."""
+    with _workdir(audio) as source:
+        pcm, _ = _run([*_input(audio, source, max_seconds), "-f", "s16le", "pipe:1"], audio)
+    if len(pcm) > max_seconds * RATE * 2:
+        raise Failed(TOO_LONG, f"over {max_seconds:.0f} s")
     if not pcm:
         raise Failed(UNDECODABLE, "no audio frames")
     return pcm
@@ -40,70 +90,41 @@ def loudest_dbfs(pcm: bytes) -> float:
     return 20 * float(np.log10(rms / 32768)) if rms > 0 else float("-inf")
 
 
-def to_ogg_opus(audio: Audio) -> bytes:
-    """Re-encode a format OpenAI does not accept (AMR, raw AAC) as OGG/Opus, mono 16 kHz."""
-    segment = _decode_segment(audio, None)
-    out = io.BytesIO()
-    segment.set_channels(1).export(out, format="ogg", codec="libopus", parameters=["-ar", str(RATE)])
-    return out.getvalue()
+def _input(audio: Audio, source: Path, max_seconds: float) -> list[str]:
+    """Read `source`, at most one second past the limit (so "too long" can be told), as 16 kHz mono."""
+    cap = f"{max_seconds + 1:g}"
+    return ["-f", audio.format.demuxer, "-i", str(source), "-t", cap, "-vn", "-ac", "1", "-ar", str(RATE)]
 
 
-def _via_soundfile(data: bytes, max_seconds: float) -> bytes:
-    import numpy as np
-    import soundfile
+@contextlib.contextmanager
+def _workdir(audio: Audio) -> Iterator[Path]:
+    """The note in a private temporary file (ffmpeg needs to seek in m4a), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="voice-") as folder:
+        source = Path(folder) / f"note.{audio.format.demuxer}"
+        source.write_bytes(audio.data)
+        yield source
 
+
+def _run(args: list[str], audio: Audio, check: bool = True) -> tuple[bytes, bytes]:
+    """ffmpeg with `args`, no stdin, a timeout; Failed(UNDECODABLE) when it fails or hangs."""
+    argv = [_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
     try:
-        with soundfile.SoundFile(io.BytesIO(data)) as source:
-            if source.frames / source.samplerate > max_seconds:
-                raise Failed(TOO_LONG, f"{source.frames / source.samplerate:.0f} s")
-            samples = source.read(dtype="float32", always_2d=True)
-            rate = source.samplerate
-    except (RuntimeError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
-        raise Failed(UNDECODABLE, f"soundfile: {type(exc).__name__}") from exc
-    mono = samples.mean(axis=1)
-    if rate != RATE and len(mono):
-        count = round(len(mono) * RATE / rate)
-        mono = np.interp(np.linspace(0, len(mono) - 1, count), np.arange(len(mono)), mono)
-    return (np.clip(mono, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        done = subprocess.run(argv, capture_output=True, timeout=FFMPEG_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise Failed(UNDECODABLE, f"ffmpeg took over {FFMPEG_TIMEOUT:.0f} s on {audio.format.name}") from exc
+    if check and done.returncode != 0:
+        raise Failed(UNDECODABLE, f"ffmpeg could not decode {audio.format.name}")
+    return done.stdout, done.stderr
 
 
-def _via_pydub(audio: Audio, max_seconds: float) -> bytes:
-    # Decode one second past the limit (ffmpeg -t), so an hour-long file is never held in memory.
-    segment = _decode_segment(audio, max_seconds + 1)
-    if segment.duration_seconds > max_seconds:
-        raise Failed(TOO_LONG, f"over {max_seconds:.0f} s")
-    return segment.set_channels(1).set_frame_rate(RATE).set_sample_width(2).raw_data
+_ffmpeg_path: str | None = None
 
 
-def _decode_segment(audio: Audio, duration: float | None) -> Any:
-    """pydub.AudioSegment from a temporary file, decoded by the wheel's ffmpeg."""
-    pydub = _pydub()
-    fd, path = tempfile.mkstemp(suffix=f".{audio.format.demuxer}")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(audio.data)
-        return pydub.AudioSegment.from_file(
-            path, format=audio.format.demuxer, codec=audio.format.codec, duration=duration
-        )
-    except pydub.exceptions.CouldntDecodeError as exc:
-        raise Failed(UNDECODABLE, f"ffmpeg could not decode {audio.format.name}") from exc
-    finally:
-        os.unlink(path)
-
-
-_pydub_module: Any = None
-
-
-def _pydub() -> Any:
-    """pydub pointed at the imageio-ffmpeg binary (imported once, on first use)."""
-    global _pydub_module
-    if _pydub_module is None:
+def _ffmpeg() -> str:
+    """The ffmpeg binary inside the imageio-ffmpeg wheel (found once, on first use)."""
+    global _ffmpeg_path
+    if _ffmpeg_path is None:
         import imageio_ffmpeg
 
-        with warnings.catch_warnings():  # "Couldn't find ffmpeg" (set right below); audioop deprecation
-            warnings.simplefilter("ignore")
-            import pydub
-            import pydub.exceptions
-        pydub.AudioSegment.converter = imageio_ffmpeg.get_ffmpeg_exe()
-        _pydub_module = pydub
-    return _pydub_module
+        _ffmpeg_path = os.fspath(imageio_ffmpeg.get_ffmpeg_exe())
+    return _ffmpeg_path

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 # Reasons carried by a transcription-failure envelope (`Envelope.transcription_error`).
 TOO_LARGE = "too_large"  # the media is over MAX_AUDIO_BYTES (declared or while downloading)
-TOO_LONG = "too_long"  # longer than MAX_AUDIO_SECONDS (SpeechRecognition backends)
+TOO_LONG = "too_long"  # longer than MAX_AUDIO_SECONDS (every backend), or over 25 MB as OGG
 UNDECODABLE = "undecodable"  # not audio in a format we know, or a broken file
 NO_SPEECH = "no_speech"  # decoded, but nothing was recognised
-MEDIA_UNAVAILABLE = "media_unavailable"  # the Graph API refused the media for good (gone, no access)
+MEDIA_UNAVAILABLE = "media_unavailable"  # refused for good (gone, token 190) or a url we refuse
 REJECTED = "rejected"  # the speech service refused the request for good (4xx)
 NO_MEDIA = "no_media"  # the envelope carries no media reference
 

@@ -7,22 +7,27 @@ import time
 from common import config, log
 from common.envelope import Envelope
 from common.graph import GraphClient
-from common.transcription import backends, media
+from common.transcription import audio, backends, decode
 from common.transcription.errors import NO_MEDIA, Failed
 
 MAX_AUDIO_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio
+MAX_AUDIO_SECONDS = 300  # keeps one attempt well within the function's timeout
 
 
 class Transcriber:
     """One per instance: a Graph client and a backend, both reused across events."""
 
-    def __init__(self, graph: GraphClient, backend: backends.Backend, max_bytes: int) -> None:
-        self.graph, self.backend, self.max_bytes = graph, backend, max_bytes
+    def __init__(
+        self, graph: GraphClient, backend: backends.Backend, max_bytes: int, max_seconds: float
+    ) -> None:
+        self.graph, self.backend = graph, backend
+        self.max_bytes, self.max_seconds = max_bytes, max_seconds
 
     @classmethod
     def from_env(cls) -> Transcriber:
         max_bytes = int(config.number("MAX_AUDIO_BYTES", MAX_AUDIO_BYTES))
-        return cls(GraphClient(), backends.from_env(), max_bytes)
+        max_seconds = config.number("MAX_AUDIO_SECONDS", MAX_AUDIO_SECONDS)
+        return cls(GraphClient(), backends.from_env(max_seconds), max_bytes, max_seconds)
 
     def run(self, envelope: Envelope) -> Envelope:
         """The transcript envelope, or a failure envelope the responder apologises for.
@@ -35,17 +40,18 @@ class Transcriber:
             return envelope.with_transcription_error(NO_MEDIA)
         started = time.perf_counter()
         try:
-            audio = media.fetch(self.graph, envelope.media.id, self.max_bytes)
+            note = audio.fetch(self.graph, envelope.media.id, self.max_bytes)
             fetched = time.perf_counter()
-            text = self.backend.transcribe(audio)
+            decode.check_length(note, self.max_seconds)  # every backend: refused before decoding
+            text = self.backend.transcribe(note)
         except Failed as exc:
             log.warning("transcription failed", reason=exc.reason, detail=exc.detail, **ids)
             return envelope.with_transcription_error(exc.reason)
         log.info(
             "transcribed",
             backend=self.backend.name,
-            format=audio.format.name,
-            bytes=len(audio.data),
+            format=note.format.name,
+            bytes=len(note.data),
             characters=len(text),
             fetch_seconds=round(fetched - started, 3),
             transcribe_seconds=round(time.perf_counter() - fetched, 3),

@@ -8,6 +8,8 @@ so the duplicate is dropped there.
 
 from __future__ import annotations
 
+import threading
+
 import functions_framework
 from cloudevents.http import CloudEvent
 
@@ -19,16 +21,18 @@ from common.transcription import Transcriber, Unavailable
 
 _transcriber: Transcriber | None = None  # one Graph client and speech backend per instance
 _publisher: Publisher | None = None  # one Pub/Sub client per instance
+_clients_lock = threading.Lock()  # an instance serves several events at once, in threads
 
 
 def _clients() -> tuple[Transcriber, Publisher]:
-    """Created on the first event, not at import, so a cold start stays short."""
+    """Created once, on the first event (not at import, so a cold start stays short)."""
     global _transcriber, _publisher
-    if _transcriber is None:
-        _transcriber = Transcriber.from_env()
-    if _publisher is None:
-        _publisher = Publisher()
-    return _transcriber, _publisher
+    with _clients_lock:
+        if _transcriber is None:
+            _transcriber = Transcriber.from_env()
+        if _publisher is None:
+            _publisher = Publisher()
+        return _transcriber, _publisher
 
 
 @functions_framework.cloud_event

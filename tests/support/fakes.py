@@ -179,11 +179,16 @@ class FakeGraph(FakeServer):
     def __init__(self, token: str = "test-whatsapp-token", version: str = "v25.0") -> None:
         self.token, self.version = token, version
         self.media: dict[str, tuple[bytes, str, int]] = {}  # id -> (bytes, mime type, declared size)
+        self.media_urls: dict[str, str] = {}  # id -> download url to name instead of our own
         self._ids = itertools.count(1)
         super().__init__()
 
     def add_media(self, media_id: str, data: bytes, mime_type: str, declared_size: int | None = None) -> None:
         self.media[media_id] = (data, mime_type, len(data) if declared_size is None else declared_size)
+
+    def point_media(self, media_id: str, url: str) -> None:
+        """Name `url` as the download url of `media_id` (another host, plain http, ...)."""
+        self.media_urls[media_id] = url
 
     def sent(self) -> list[dict[str, Any]]:
         """Every text message accepted (2xx), in order of arrival."""
@@ -241,7 +246,7 @@ class FakeGraph(FakeServer):
                 200,
                 {
                     "messaging_product": "whatsapp",
-                    "url": f"{self.url}/download/{parts[1]}",
+                    "url": self.media_urls.get(parts[1], f"{self.url}/download/{parts[1]}"),
                     "mime_type": mime_type,
                     "sha256": hashlib.sha256(data).hexdigest(),
                     "file_size": size,

@@ -1,0 +1,57 @@
+"""Fetch one WhatsApp media object: metadata, size check, streamed capped download, host rules.
+
+Shared by everything that reads media (the transcriber's voice notes today). The download url
+expires within minutes, so it is asked for afresh on every attempt; the declared size is checked
+before a single byte is downloaded, and the download itself stops at the limit in case the
+declaration was wrong. The token goes only where `graph.download_allowed` says it may.
+What the bytes are is for the caller to sniff: the declared mime type is logged, never trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common import log
+from common.graph import DownloadRefused, GraphClient, GraphError, MediaTooLarge
+
+TOO_LARGE = "too_large"  # declared or downloaded size over the limit
+UNAVAILABLE = "media_unavailable"  # the Graph API refused it for good, or named a url we refuse
+
+AUTH_ALERT = "Graph API token or permission error"  # the message the README's log alert matches
+
+
+class Unfetchable(Exception):
+    """A retry cannot help: `reason` is TOO_LARGE or UNAVAILABLE."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    data: bytes
+    mime_type: str  # as the Graph API declared it (logged, not trusted)
+
+
+def fetch(graph: GraphClient, media_id: str, limit: int) -> Media:
+    """The media's bytes, at most `limit` of them; Unfetchable for what a retry cannot fix.
+
+    A retriable GraphError (timeouts, 5xx, throttling) propagates for Pub/Sub to redeliver.
+    """
+    try:
+        info = graph.media_info(media_id)
+        if info.file_size is not None and info.file_size > limit:
+            raise Unfetchable(TOO_LARGE, f"declared {info.file_size} bytes, limit {limit}")
+        return Media(graph.download(info.url, limit), info.mime_type)
+    except MediaTooLarge as exc:
+        raise Unfetchable(TOO_LARGE, str(exc)) from exc
+    except DownloadRefused as exc:
+        log.error("media download url refused: the token goes nowhere else", host=exc.host, scheme=exc.scheme)
+        raise Unfetchable(UNAVAILABLE, exc.title) from exc
+    except GraphError as exc:
+        if exc.retriable:
+            raise
+        if exc.auth:
+            log.error(AUTH_ALERT, alert="graph_auth", code=exc.code, status=exc.status)
+        raise Unfetchable(UNAVAILABLE, str(exc)) from exc
