@@ -33,6 +33,8 @@ UV_OPTIONS = (
     "--quiet",
 )
 DIGEST_PREFIX = "# inputs-sha256: "
+WHEEL_PYTHONS = ("3.11", "3.12")  # the venv and CI; Cloud Functions' python312
+WHEEL_PLATFORM = "x86_64-manylinux_2_28"
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[^\s;\\]+)")
 _INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)[\s=]+(\S+)")
 
@@ -153,6 +155,22 @@ def main() -> int:
     compile_lock(uv, DEV, args.upgrade)  # first: the functions' locks are constrained by it
     for lock in FUNCTIONS:  # the dev lock's exact pins decide every version here
         compile_lock(uv, lock, args.upgrade)
+    return check_wheels(uv)
+
+
+def check_wheels(uv: str) -> int:
+    """Every pin has a Linux wheel for the venv's 3.11 and the deployed 3.12: nothing compiles."""
+    for python in WHEEL_PYTHONS:
+        command = [uv, "pip", "compile", DEV.source, "--constraint", DEV.output, "--quiet"]
+        command += ["--python-version", python, "--python-platform", WHEEL_PLATFORM, "--only-binary", ":all:"]
+        command += ["--output-file", os.devnull]
+        env = {**os.environ, "UV_NO_CONFIG": "1"}
+        if subprocess.run(command, cwd=REPO, env=env, check=False).returncode != 0:
+            print(
+                f"a pin above has no {WHEEL_PLATFORM} wheel for Python {python}: narrow its range in the .in"
+            )
+            return 1
+    print(f"every pin has a {WHEEL_PLATFORM} wheel for Python {', '.join(WHEEL_PYTHONS)}")
     return 0
 
 
