@@ -51,7 +51,6 @@ STAGED_PACKAGES = {"common"}  # what deploy.sh copies beside main.py
 @dataclass
 class Pin:
     version: str
-    line: str
     hashes: list[str] = field(default_factory=list)
 
 
@@ -71,7 +70,7 @@ def read_lock(path: Path) -> dict[str, Pin]:
         assert match, f"{path}:{number}: not pinned with ==: {line!r}"
         name = locking.normalize(match.group("name"))
         assert name not in pins, f"{path}: {name} pinned twice (a version per Python?): run make lock"
-        current = pins[name] = Pin(match.group("version"), line)
+        current = pins[name] = Pin(match.group("version"))
     return pins
 
 
