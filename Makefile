@@ -1,23 +1,31 @@
 # WhatsBot developer commands. `make setup` once, then `make test`.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := functions/webhook/requirements.txt functions/transcriber/requirements.txt \
-                functions/responder/requirements.txt
+# The venv's exact versions: every function's lock is a subset of this one (`make lock`).
+DEV_LOCK := requirements-dev.txt
 
-.PHONY: setup test dev bench lint format clean
+.PHONY: help setup lock test dev bench lint format clean
+.DEFAULT_GOAL := setup
 
-setup: $(VENV)/.installed ## Create .venv and install everything the tests and local runs need.
+help: ## This list.
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 10
+
+setup: $(VENV)/.installed ## Create .venv and install everything the tests and local runs need, as locked.
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "Chromium is needed by the browser test: sudo apt-get install -y chromium chromium-driver"; exit 1; }
 
-$(VENV)/.installed: pyproject.toml $(REQUIREMENTS)
+# pip checks every download against the lock's sha256; --prune removes what the lock no longer lists.
+$(VENV)/.installed: $(DEV_LOCK)
 	@command -v java >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq default-jre-headless; }
 	@command -v java >/dev/null || { echo "Java 17+ is required for the Google Cloud emulators: sudo apt-get install -y default-jre-headless"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQUIREMENTS)) --group dev
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python scripts/lock.py --prune
 	touch $@
+
+lock: setup ## Re-pin every requirements*.txt after a requirements*.in changed (UPGRADE=1: newest allowed).
+	$(BIN)/python scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 test: setup ## Lint, then run the whole suite (starts and stops the emulators itself).
 	$(BIN)/ruff check .
@@ -27,15 +35,15 @@ test: setup ## Lint, then run the whole suite (starts and stops the emulators it
 dev: setup ## The whole bot on this machine: emulators, functions, WhatsApp simulator (Ctrl-C stops).
 	@$(BIN)/python -m local.dev
 
-lint: setup
+lint: setup ## ruff check and ruff format --check.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: setup
+format: setup ## ruff --fix and ruff format.
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-clean:
+clean: ## Remove .venv and the caches.
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 bench: setup ## Benchmarks on the local stack (not part of `make test`); JSON in bench/results/.
