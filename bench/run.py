@@ -1,7 +1,8 @@
 """`make bench`: measure the pipeline on this machine and print one table (JSON in bench/results/).
 
 Everything runs on loopback: the official emulators, our functions under functions-framework,
-and the Graph/OpenAI stand-ins from the test suite.
+the floor functions in bench/floor/ (the least each step must do) and the Graph/OpenAI stand-ins
+from the test suite.
 """
 
 from __future__ import annotations
@@ -9,38 +10,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from bench import firestore_ops, imports, speech
-from bench.load import percentile
-from bench.load import run as load
+from bench import ack, firestore_ops, imports, pipeline, speech
 from local import emulators as emu
-from local.functions import serve
-from local.topics import wire_push
 from tests.support.fakes import FakeGraph, FakeOpenAI
-from tests.support.meta import fixture, signed_headers
 
 HERE = Path(__file__).resolve().parent
 PROJECT, SECRET = "whatsbot-bench", "bench-app-secret"
-SENDERS = (1, 10, 50)
-REQUESTS = {1: 200, 10: 600, 50: 1000}
-SEED_MODEL_SECONDS = 1.0
-
-
-def signed_text(index: int) -> tuple[bytes, dict[str, str]]:
-    body = fixture("messages/text")
-    value = body["entry"][0]["changes"][0]["value"]
-    user = f"1555{index % 50:07d}"
-    value["contacts"][0]["wa_id"] = user
-    value["messages"][0].update({"id": f"wamid.bench{uuid.uuid4().hex}", "from": user})
-    raw = json.dumps(body).encode()
-    return raw, signed_headers(raw, SECRET)
 
 
 def env_for(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, str]:
@@ -57,96 +36,55 @@ def env_for(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> di
     }
 
 
-def ack_latency(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, Any]:
-    """Ours (publish and wait) vs the bare framework vs the seed's synchronous design."""
-    env = env_for(emulators, graph, model)
+def create_topics(emulators: emu.Emulators, *topics: str) -> None:
     from google.cloud import pubsub_v1
 
     with emu.pubsub_host(emulators.pubsub.address):
         publisher = pubsub_v1.PublisherClient()
-        for topic in ("bench-audio", "bench-text"):
+        for topic in topics:
             publisher.create_topic(request={"name": publisher.topic_path(PROJECT, topic)})
-    ours = serve("webhook", env)
-    bare = serve("webhook", env, source=HERE / "bare" / "main.py")
-    seed = serve("webhook", env, source=HERE / "seed" / "main.py")
-    model.delay = SEED_MODEL_SECONDS
-    rows: dict[str, Any] = {}
-    try:
-        for senders in SENDERS:
-            total = REQUESTS[senders]
-            row = {
-                "ours": load(ours.url, signed_text, senders, total).__dict__,
-                "bare": load(bare.url, signed_text, senders, total).__dict__,
-                "seed": load(seed.url, signed_text, senders, min(total, 4 * senders + 50)).__dict__,
-            }
-            row["p99_ours_over_bare"] = round(row["ours"]["p99_ms"] / row["bare"]["p99_ms"], 2)
-            row["p99_ours_over_seed"] = round(row["ours"]["p99_ms"] / row["seed"]["p99_ms"], 4)
-            rows[str(senders)] = row
-    finally:
-        model.delay = 0.0
-        for function in (ours, bare, seed):
-            function.stop()
-    return rows
-
-
-def pipeline_overhead(
-    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, count: int = 100
-) -> dict:
-    """Webhook POST → the reply at the Graph stand-in, minus the model's time, one at a time."""
-    emulators.wipe(PROJECT)
-    env = env_for(emulators, graph, model)
-    webhook, responder = serve("webhook", env), serve("responder", env)
-    wire_push(emulators.pubsub.address, PROJECT, {"bench-text": responder.url, "bench-audio": responder.url})
-    graph.reset()
-    model.reset()
-    overheads = []
-    try:
-        for index in range(count + 5):
-            body, headers = signed_text(index)
-            message_id = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
-            started = time.perf_counter()
-            assert requests.post(webhook.url, data=body, headers=headers, timeout=30).status_code == 200
-            while not any(s.get("context", {}).get("message_id") == message_id for s in graph.sent()):
-                if time.perf_counter() - started > 30:
-                    raise RuntimeError("no reply within 30 s")
-                time.sleep(0.001)
-            elapsed = time.perf_counter() - started - model.delay
-            if index >= 5:  # the first few warm up the functions' clients
-                overheads.append(elapsed * 1000)
-    finally:
-        webhook.stop()
-        responder.stop()
-    return {
-        "messages": count,
-        "p50_ms": round(statistics.median(overheads), 1),
-        "p95_ms": round(percentile(overheads, 0.95), 1),
-        "model_ms": model.delay * 1000,
-    }
+        publisher.transport.close()
 
 
 def table(results: dict[str, Any]) -> str:
+    machine = results["machine"]
     lines = [
-        f"WhatsBot bench — {results['machine']['cores']} cores, Python {results['machine']['python']}",
+        f"WhatsBot bench - {machine['cores']} cores, Python {machine['python']}, load {machine['load']}",
         "",
     ]
-    lines.append("webhook ack (signed POST, publish confirmed)    p50 ms   p99 ms   req/s  | p99 ratio")
-    for senders, row in results["ack"].items():
-        for name in ("ours", "bare", "seed"):
+    lines.append(f"webhook ack (signed POST, publish confirmed), median of {ack.ROUNDS} interleaved rounds")
+    lines.append("  senders  who      p50 ms   p99 ms    req/s  | ours/floor p99, req/s | ours/bare p99")
+    for senders in map(str, ack.SENDERS):
+        row = results["ack"][senders]
+        for name in ("ours", "floor", "bare"):
             r = row[name]
             ratio = {
                 "ours": "",
-                "bare": f"ours/bare {row['p99_ours_over_bare']}",
-                "seed": f"ours/seed {row['p99_ours_over_seed']}",
+                "floor": f"{row['p99_ours_over_floor']:>14}x {row['rate_ours_over_floor']:>5.0%}",
+                "bare": f"{'':23}| {row['p99_ours_over_bare']}x",
             }[name]
-            lines.append(
-                f"  {senders:>2} senders  {name:<5}{'':27}{r['p50_ms']:>8} {r['p99_ms']:>8} "
-                f"{r['per_second']:>7}  | {ratio}" + (f"  errors {r['errors']}" if r["errors"] else "")
-            )
+            errors = f"  errors {r['errors']}" if r["errors"] else ""
+            figures = f"{r['p50_ms']:>8} {r['p99_ms']:>8} {r['per_second']:>8}"
+            lines.append(f"  {senders:>7}  {name:<6}{figures}  | {ratio}{errors}")
+    seed = results["ack"]["seed"]
+    lines.append(
+        f"  seed design (waits for a {ack.SEED_MODEL_SECONDS:g} s model), {seed['senders']} senders: "
+        f"p99 {seed['p99_ms']} ms; ours/seed {seed['p99_ours_over_seed']}"
+    )
     p = results["pipeline"]
     lines += [
         "",
-        f"pipeline overhead (POST → reply at Graph, minus model), {p['messages']} messages: "
-        f"p50 {p['p50_ms']} ms, p95 {p['p95_ms']} ms",
+        f"pipeline (POST -> reply at Graph, model at 0 s), {p['messages']} messages, "
+        f"median of {p['rounds']} rounds",
+        f"  ours   p50 {p['ours']['p50_ms']:>6} ms   p95 {p['ours']['p95_ms']:>6} ms",
+        f"  floor  p50 {p['floor']['p50_ms']:>6} ms   p95 {p['floor']['p95_ms']:>6} ms"
+        f"   | ours/floor p50 {p['p50_ours_over_floor']}x, p95 {p['p95_ours_over_floor']}x",
+    ]
+    c = results["cold"]
+    lines += [
+        "",
+        f"responder cold start, exec -> first reply (median of {pipeline.COLD_ROUNDS}): ours {c['ours']} ms, "
+        f"floor {c['floor']} ms, ours/floor {c['ours_over_floor']}x",
     ]
     lines += ["", "cold import (fresh interpreter, median)"]
     for name, seconds in results["imports"].items():
@@ -173,24 +111,41 @@ def main() -> None:
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "when": time.strftime("%F %T"),
+            "load": round(os.getloadavg()[0], 2),
         }
     }
+    only = set(os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports").split(","))
     graph, model = FakeGraph(), FakeOpenAI()
     try:
         with emu.running() as emulators:
             os.environ.update({**emulators.env, "GOOGLE_CLOUD_PROJECT": PROJECT})
-            results["ack"] = ack_latency(emulators, graph, model)
-            results["pipeline"] = pipeline_overhead(emulators, graph, model)
-            results["firestore"] = firestore_ops.per_turn(emulators, env_for(emulators, graph, model))
-            results["speech"] = speech.measure(env_for(emulators, graph, model), graph, model)
-        results["imports"] = imports.measure()
+            env = env_for(emulators, graph, model)
+            create_topics(emulators, "bench-audio")
+            if "ack" in only:
+                create_topics(emulators, "bench-text")
+                results["ack"] = ack.measure(env, SECRET, model)
+                emulators.wipe(PROJECT)
+                create_topics(emulators, "bench-audio")
+            if "pipeline" in only:
+                results["pipeline"] = pipeline.overhead(PROJECT, emulators.pubsub.address, env, graph, SECRET)
+            if "cold" in only:
+                results["cold"] = pipeline.cold_start(env, graph)
+            if "firestore" in only:
+                results["firestore"] = firestore_ops.per_turn(emulators, env)
+            if "speech" in only:
+                results["speech"] = speech.measure(env, graph, model)
+        if "imports" in only:
+            results["imports"] = imports.measure()
     finally:
         graph.close()
         model.close()
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
-    print(table(results))
+    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports"}:
+        print(table(results))
+    else:
+        print(json.dumps({k: v for k, v in results.items()}, indent=1)[:20000])
     print(f"\nsaved {out.relative_to(HERE.parent)}")
 
 

@@ -1,0 +1,163 @@
+"""The whole text path against its floor: webhook POST → reply at the Graph stand-in, and a fresh
+responder process from exec to its first reply.
+
+Ours: our webhook → Pub/Sub push → our responder (claim, read receipt, history, model, store,
+send, done). The floor chain: the floor webhook → push → the floor responder (model, send).
+Both against the same emulators and stand-ins, the model answering at once, rounds interleaved.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.load import percentile
+from common.envelope import Envelope
+from common.events import event_for
+from local.emulators import free_port
+from local.functions import serve
+from local.topics import wire_push
+from tests.support.fakes import FakeGraph, Recorded
+from tests.support.meta import fixture, signed_headers
+
+HERE = Path(__file__).resolve().parent
+ROUNDS, MESSAGES, WARM_UP = 3, 100, 5
+COLD_ROUNDS = 3
+NUMBER, SUBSCRIPTION = "106540352242922", "projects/p/subscriptions/s"
+
+
+def replied(graph: FakeGraph, message_id: str) -> threading.Event:
+    """An event set when the Graph stand-in has answered the text reply quoting `message_id`."""
+    event = threading.Event()
+
+    def matches(request: Recorded) -> bool:
+        if not FakeGraph.is_text_send(request):
+            return False
+        return request.json().get("context", {}).get("message_id") == message_id
+
+    graph.on(matches, event.set, after_answer=True)
+    return event
+
+
+def text_post(index: int, secret: str) -> tuple[str, bytes, dict[str, str]]:
+    body = fixture("messages/text")
+    value = body["entry"][0]["changes"][0]["value"]
+    user = f"1666{index % 50:07d}"
+    message_id = f"wamid.pipe{uuid.uuid4().hex}"
+    value["contacts"][0]["wa_id"] = user
+    value["messages"][0].update({"id": message_id, "from": user})
+    raw = json.dumps(body).encode()
+    return message_id, raw, signed_headers(raw, secret)
+
+
+def _one_chain(url: str, graph: FakeGraph, secret: str, session: requests.Session) -> list[float]:
+    """Milliseconds from POST to the reply's arrival, for MESSAGES messages one at a time."""
+    overheads = []
+    for index in range(MESSAGES + WARM_UP):
+        message_id, body, headers = text_post(index, secret)
+        done = replied(graph, message_id)
+        started = time.perf_counter()
+        assert session.post(url, data=body, headers=headers, timeout=30).status_code == 200
+        if not done.wait(30):
+            raise RuntimeError("no reply within 30 s")
+        if index >= WARM_UP:
+            overheads.append((time.perf_counter() - started) * 1000)
+    return overheads
+
+
+def overhead(project: str, pubsub: str, env: dict[str, str], graph: FakeGraph, secret: str) -> dict[str, Any]:
+    """p50/p95 of ours and the floor chain: each the median over interleaved rounds."""
+    chains = {}
+    try:
+        chains["ours"] = (serve("webhook", env), serve("responder", env))
+        floor_env = {**env, "TOPIC_TEXT": "bench-floor"}
+        chains["floor"] = (
+            serve("webhook", floor_env, source=HERE / "floor" / "webhook.py"),
+            serve("responder", floor_env, source=HERE / "floor" / "responder.py"),
+        )
+        routes = {env["TOPIC_TEXT"]: chains["ours"][1].url, "bench-floor": chains["floor"][1].url}
+        wire_push(pubsub, project, routes)
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in chains}
+        session = requests.Session()
+        for round_index in range(ROUNDS):
+            for name in list(chains)[round_index % 2 :] + list(chains)[: round_index % 2]:
+                values = _one_chain(chains[name][0].url, graph, secret, session)
+                figures[name].append((statistics.median(values), percentile(values, 0.95)))
+    finally:
+        for webhook, responder in chains.values():
+            webhook.stop()
+            responder.stop()
+    result: dict[str, Any] = {"messages": MESSAGES, "rounds": ROUNDS}
+    for name, rounds in figures.items():
+        result[name] = {
+            "p50_ms": round(statistics.median(r[0] for r in rounds), 1),
+            "p95_ms": round(statistics.median(r[1] for r in rounds), 1),
+            "rounds": rounds,
+        }
+    result["p50_ours_over_floor"] = round(result["ours"]["p50_ms"] / result["floor"]["p50_ms"], 2)
+    result["p95_ours_over_floor"] = round(result["ours"]["p95_ms"] / result["floor"]["p95_ms"], 2)
+    return result
+
+
+def _ours_push(message_id: str, user: str) -> dict[str, Any]:
+    return event_for(Envelope(message_id, user, user, NUMBER, "text", int(time.time()), "hello"))
+
+
+def _floor_push(message_id: str, user: str) -> dict[str, Any]:
+    message = {"id": message_id, "from": user, "text": {"body": "hello"}, "phone_number_id": NUMBER}
+    data = base64.b64encode(json.dumps(message).encode()).decode()
+    return {"message": {"data": data, "messageId": message_id[-16:]}, "subscription": SUBSCRIPTION}
+
+
+Push = Callable[[str, str], dict[str, Any]]
+
+
+def _cold_once(env: dict[str, str], graph: FakeGraph, source: Path | None, push: Push) -> float:
+    """Seconds from exec of a fresh responder process to its first reply at the Graph stand-in."""
+    port, message_id = free_port(), f"wamid.cold{uuid.uuid4().hex}"
+    user = f"1777{uuid.uuid4().int % 10**7:07d}"
+    done = replied(graph, message_id)
+
+    def post_when_listening() -> None:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.002)
+        requests.post(f"http://127.0.0.1:{port}/", json=push(message_id, user), timeout=60)
+
+    started = time.perf_counter()
+    poster = threading.Thread(target=post_when_listening, daemon=True)
+    poster.start()
+    function = serve("responder", env, port=port, source=source)
+    try:
+        if not done.wait(60):
+            raise RuntimeError(f"no first reply within 60 s: {function.log_text()[-1000:]}")
+        return time.perf_counter() - started
+    finally:
+        poster.join(5)
+        function.stop()
+
+
+def cold_start(env: dict[str, str], graph: FakeGraph) -> dict[str, Any]:
+    """Median over interleaved rounds: ours and the floor responder, exec → first reply."""
+    cases = {"ours": (None, _ours_push), "floor": (HERE / "floor" / "responder.py", _floor_push)}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(COLD_ROUNDS):
+        for name, (source, push) in cases.items():
+            seconds[name].append(_cold_once(env, graph, source, push))
+    result: dict[str, Any] = {name: round(statistics.median(v) * 1000) for name, v in seconds.items()}
+    result["rounds_ms"] = {name: [round(v * 1000) for v in values] for name, values in seconds.items()}
+    result["ours_over_floor"] = round(result["ours"] / result["floor"], 2)
+    return result
