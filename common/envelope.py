@@ -7,7 +7,7 @@ drops the ordering key and delivery attempt, so nothing we need may live only th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from common.payload import Message
@@ -66,8 +66,16 @@ class Envelope:
         return {"message_id": self.message_id, "type": self.type}
 
     def to_bytes(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if v is not None and v is not False}
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        """Compact JSON without the unset fields (None, False); built field by field, since
+        `dataclasses.asdict` deep-copies every value and the webhook encodes one per message."""
+        data: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not None and value is not False:
+                data[name] = value
+        if self.media is not None:
+            data["media"] = {name: getattr(self.media, name) for name in _MEDIA_FIELDS}
+        return _encode(data).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Envelope:
@@ -78,6 +86,11 @@ class Envelope:
             return cls(**known, media=MediaRef(**_known(MediaRef, media)) if media else None)
         except (TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a message envelope: {exc}") from exc
+
+
+_FIELDS = tuple(f.name for f in fields(Envelope))
+_MEDIA_FIELDS = tuple(f.name for f in fields(MediaRef))
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # built once, not per call
 
 
 def _known(record: type, raw: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ ID_FIELDS = frozenset({"message_id", "context_id", "status_id", "reply_to", "wam
 USER_FIELDS = frozenset({"user", "recipient", "to", "from", "wa_id", "user_id", "phone"})
 _WAMID = re.compile(r"wamid\.[A-Za-z0-9+/=_-]+")
 _DIGEST = re.compile(r"m-[0-9a-f]{12}")
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode  # json.dumps builds one per call
 
 
 def digest(message_id: str) -> str:
@@ -66,7 +67,7 @@ def log(severity: str, message: str, **fields: Any) -> None:
         severity = "INFO"
     safe = {key: _safe(key, value) for key, value in fields.items()}
     record = {"severity": severity, "message": _scrub(message), "time": round(time.time(), 3), **safe}
-    sys.stdout.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(_encode(record) + "\n")
     sys.stdout.flush()
 
 
