@@ -3,7 +3,8 @@
 Firestore per text turn: 1 read (the history) and 3 writes (claim create, history, claim done);
 a reply of N parts costs N - 1 writes more (progress after each part but the last). The reply is
 in the history before it is sent, so an attempt that takes over a crashed one resends it from
-the first unsent part instead of asking the model again.
+the first unsent part instead of asking the model again. The history read overlaps the claim
+(a read is no side effect) and the read receipt the model call.
 
 Every attempt has a deadline (`ATTEMPT_TIMEOUT_SECONDS`) shorter than the claim's lease by at
 least `CLAIM_LEASE_MARGIN_SECONDS`: while it runs, nobody can take the claim over, and the model
@@ -14,8 +15,10 @@ write (`LostClaim`) and is acknowledged.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from google.cloud import firestore
@@ -25,7 +28,7 @@ from common.chunks import split_text
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
-from common.history import Budget, History, Turn
+from common.history import Budget, Conversation, History, Turn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
 
 # Message types the responder never answers (the webhook does not publish them either).
@@ -66,6 +69,10 @@ class Responder:
         self.graph = GraphClient()
         self.model = ChatModel()
         self.texts = texts.Texts.from_env()
+        # Round trips that need not wait on each other run side by side: the history read with
+        # the claim, the read receipt with the model call (it ends before anything is stored).
+        self._io = ThreadPoolExecutor(16, thread_name_prefix="responder-io")
+        self._attempt = threading.local()  # this thread's attempt: its prefetched history, its receipt
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
@@ -73,6 +80,7 @@ class Responder:
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
             return
+        self._prefetch_history(envelope)  # a read, no side effect: it overlaps the claim
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
             log.info("already answered: redelivery acknowledged", **fields)
@@ -120,8 +128,9 @@ class Responder:
             log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
-        self._mark_read(envelope, deadline)
+        self._attempt.receipt = self._io.submit(self._mark_read, envelope, deadline)  # while answering
         reply = self._answer(envelope, claim, deadline)
+        self._receipt_done()
         self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
 
@@ -133,12 +142,13 @@ class Responder:
         user_words = self._user_words(envelope)
         if user_words is None:
             return self.texts.canned_reply(envelope)
-        conversation = self.history.load(envelope.user)
+        conversation = self._loaded_history(envelope)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
         reply = self._ask_model(conversation.turns, user_words, deadline)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
+        self._receipt_done()  # a token error on the receipt: nothing stored, as before
         new_turns: list[Turn] = [
             {"role": "user", "content": user_words, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
@@ -199,6 +209,29 @@ class Responder:
             if index + 1 < len(parts):
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))
+
+    def _prefetch_history(self, envelope: Envelope) -> None:
+        """Start reading the user's history now (it is read at most once per turn, after the claim
+        or alongside it); commands do not read it here."""
+        wanted = texts.command(envelope) is None
+        self._attempt.history = (
+            envelope.user,
+            self._io.submit(self.history.load, envelope.user) if wanted else None,
+        )
+
+    def _loaded_history(self, envelope: Envelope) -> Conversation:
+        """The history this attempt prefetched, else a fresh read."""
+        user, pending = getattr(self._attempt, "history", (None, None))
+        self._attempt.history = (None, None)
+        if pending is not None and user == envelope.user:
+            return pending.result()
+        return self.history.load(envelope.user)
+
+    def _receipt_done(self) -> None:
+        """Wait for the read receipt sent alongside the answer; its token error stops the attempt."""
+        receipt: Future[None] | None = getattr(self._attempt, "receipt", None)
+        if receipt is not None:
+            receipt.result()
 
     def _mark_read(self, envelope: Envelope, deadline: float) -> None:
         """Blue ticks and 'typing…' as soon as work starts; only a token error stops the attempt."""
