@@ -60,23 +60,19 @@ def text_post(index: int, secret: str) -> tuple[str, bytes, dict[str, str]]:
     return message_id, raw, signed_headers(raw, secret)
 
 
-def _one_chain(url: str, graph: FakeGraph, secret: str, session: requests.Session) -> list[float]:
-    """Milliseconds from POST to the reply's arrival, for MESSAGES messages one at a time."""
-    overheads = []
-    for index in range(MESSAGES + WARM_UP):
-        message_id, body, headers = text_post(index, secret)
-        done = replied(graph, message_id)
-        started = time.perf_counter()
-        assert session.post(url, data=body, headers=headers, timeout=30).status_code == 200
-        if not done.wait(30):
-            raise RuntimeError("no reply within 30 s")
-        if index >= WARM_UP:
-            overheads.append((time.perf_counter() - started) * 1000)
-    return overheads
+def _one_message(url: str, graph: FakeGraph, secret: str, session: requests.Session, index: int) -> float:
+    """Milliseconds from POST to the reply's arrival at the Graph stand-in."""
+    message_id, body, headers = text_post(index, secret)
+    done = replied(graph, message_id)
+    started = time.perf_counter()
+    assert session.post(url, data=body, headers=headers, timeout=30).status_code == 200
+    if not done.wait(30):
+        raise RuntimeError("no reply within 30 s")
+    return (time.perf_counter() - started) * 1000
 
 
 def overhead(project: str, pubsub: str, env: dict[str, str], graph: FakeGraph, secret: str) -> dict[str, Any]:
-    """p50/p95 of ours and the floor chain: each the median over interleaved rounds."""
+    """p50/p95 of ours and the floor chain, messages interleaved; each the median over rounds."""
     chains = {}
     try:
         chains["ours"] = (serve("webhook", env), serve("responder", env))
@@ -89,10 +85,15 @@ def overhead(project: str, pubsub: str, env: dict[str, str], graph: FakeGraph, s
         wire_push(pubsub, project, routes)
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in chains}
         session = requests.Session()
-        for round_index in range(ROUNDS):
-            for name in list(chains)[round_index % 2 :] + list(chains)[: round_index % 2]:
-                values = _one_chain(chains[name][0].url, graph, secret, session)
-                figures[name].append((statistics.median(values), percentile(values, 0.95)))
+        for _ in range(ROUNDS):  # message by message, alternating who goes first: same conditions
+            values: dict[str, list[float]] = {name: [] for name in chains}
+            for index in range(MESSAGES + WARM_UP):
+                for name in list(chains)[index % 2 :] + list(chains)[: index % 2]:
+                    elapsed = _one_message(chains[name][0].url, graph, secret, session, index)
+                    if index >= WARM_UP:  # the first few build the functions' clients
+                        values[name].append(elapsed)
+            for name, measured in values.items():
+                figures[name].append((statistics.median(measured), percentile(measured, 0.95)))
     finally:
         for webhook, responder in chains.values():
             webhook.stop()
@@ -148,6 +149,40 @@ def _cold_once(env: dict[str, str], graph: FakeGraph, source: Path | None, push:
     finally:
         poster.join(5)
         function.stop()
+
+
+def responder_turn(env: dict[str, str], graph: FakeGraph) -> dict[str, Any]:
+    """The responders alone, warm: the push body POSTed straight to each (no emulator push, whose
+    delivery tick dominates the chain), to the reply at the Graph stand-in; messages alternate."""
+    cases = {"ours": (None, _ours_push), "floor": (HERE / "floor" / "responder.py", _floor_push)}
+    functions = {}
+    values: dict[str, list[float]] = {name: [] for name in cases}
+    session = requests.Session()
+    try:
+        for name, (source, _) in cases.items():
+            functions[name] = serve("responder", env, source=source)
+        for index in range(ROUNDS * MESSAGES + WARM_UP):
+            for name in list(cases)[index % 2 :] + list(cases)[: index % 2]:
+                message_id, user = f"wamid.turn{uuid.uuid4().hex}", f"1888{index % 50:07d}"
+                done = replied(graph, message_id)
+                started = time.perf_counter()
+                answer = session.post(functions[name].url, json=cases[name][1](message_id, user), timeout=30)
+                if not done.wait(30) or answer.status_code >= 300:
+                    raise RuntimeError(f"{name}: no reply ({answer.status_code})")
+                if index >= WARM_UP:
+                    values[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        for function in functions.values():
+            function.stop()
+    result: dict[str, Any] = {"messages": ROUNDS * MESSAGES}
+    for name, measured in values.items():
+        result[name] = {
+            "p50_ms": round(statistics.median(measured), 1),
+            "p95_ms": round(percentile(measured, 0.95), 1),
+        }
+    result["p50_ours_over_floor"] = round(result["ours"]["p50_ms"] / result["floor"]["p50_ms"], 2)
+    result["p95_ours_over_floor"] = round(result["ours"]["p95_ms"] / result["floor"]["p95_ms"], 2)
+    return result
 
 
 def cold_start(env: dict[str, str], graph: FakeGraph) -> dict[str, Any]:

@@ -80,6 +80,14 @@ def table(results: dict[str, Any]) -> str:
         f"  floor  p50 {p['floor']['p50_ms']:>6} ms   p95 {p['floor']['p95_ms']:>6} ms"
         f"   | ours/floor p50 {p['p50_ours_over_floor']}x, p95 {p['p95_ours_over_floor']}x",
     ]
+    t = results["turn"]
+    lines += [
+        f"responder turn alone (push POSTed to it -> reply; claim, history, model, store, send), "
+        f"{t['messages']} messages",
+        f"  ours   p50 {t['ours']['p50_ms']:>6} ms   p95 {t['ours']['p95_ms']:>6} ms",
+        f"  floor  p50 {t['floor']['p50_ms']:>6} ms   p95 {t['floor']['p95_ms']:>6} ms"
+        f"   | ours/floor p50 {t['p50_ours_over_floor']}x, p95 {t['p95_ours_over_floor']}x",
+    ]
     c = results["cold"]
     lines += [
         "",
@@ -128,6 +136,8 @@ def main() -> None:
                 create_topics(emulators, "bench-audio")
             if "pipeline" in only:
                 results["pipeline"] = pipeline.overhead(PROJECT, emulators.pubsub.address, env, graph, SECRET)
+            if "pipeline" in only:
+                results["turn"] = pipeline.responder_turn(env, graph)
             if "cold" in only:
                 results["cold"] = pipeline.cold_start(env, graph)
             if "firestore" in only:

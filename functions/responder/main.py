@@ -7,7 +7,7 @@ import threading
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from common import log
+from common import log, startup  # startup first: pauses the collector while the SDKs load
 from common.events import BadEvent, envelope_from_event, is_dead_lettered
 from common.responder import Responder, RetryLater, timing
 
@@ -21,7 +21,10 @@ def responder() -> Responder:
     if _responder is None:
         with _lock:
             if _responder is None:
-                _responder = Responder()
+                try:
+                    _responder = Responder()
+                finally:
+                    startup.done()
     return _responder
 
 
