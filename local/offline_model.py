@@ -1,8 +1,9 @@
 """An offline stand-in for an OpenAI chat model, so `make dev` works with no key and no network.
 
 OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `GET /v1/models`). It does not
-think: it echoes the user's last words and counts the turns it was given (which shows that
-history and /reset work), and every answer starts with LABEL so nobody mistakes it for a model.
+think: it echoes the user's last words, describes the images and files it was sent (format,
+size, pixels or pages: local/offline_media.py) and counts the turns it was given (which shows
+that history and /reset work), and every answer starts with LABEL so nobody mistakes it for a model.
 Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
 """
 
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from common import config, log
+from local import offline_media
 
 LABEL = "[offline stand-in model]"
 MODEL = "offline-stand-in"
@@ -34,12 +36,15 @@ def words(content: Any) -> str:
 
 def answer(messages: list[dict[str, Any]]) -> str:
     """The labelled echo: the last user turn, and how many user turns the prompt held."""
-    users = [words(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    turns = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    users = [words(content) for content in turns]
     said = " ".join((users[-1] if users else "").split())
     if len(said) > ECHO_LIMIT:
         said = said[: ECHO_LIMIT - 1] + "…"
+    seen = offline_media.describe(turns[-1]) if turns else []
+    received = f" I received {' and '.join(seen)}." if seen else ""
     return (
-        f"{LABEL} You said: “{said}”. That is message {len(users)} of this conversation. "
+        f"{LABEL} You said: “{said}”.{received} That is message {len(users)} of this conversation. "
         "I only echo; set OPENAI_API_KEY or OPENAI_BASE_URL for real answers."
     )
 

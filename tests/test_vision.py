@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import time
 import uuid
@@ -24,6 +25,7 @@ from common.envelope import Card, Envelope, MediaRef, Place
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
+from local.simulator.server import create_app
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, function_env, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver
@@ -365,3 +367,22 @@ def test_the_webhook_publishes_media_locations_and_contacts_to_the_text_topic(
     assert card == Card(
         "Barbara J. Johnson", ("+1 (415) 555-0829",), ("bjohnson@example.com",), "Social Tsunami"
     )
+
+
+def test_the_simulator_sends_an_attached_document_as_whatsapp_does(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    app = create_app(webhook.url, APP_SECRET, "sim-graph-token", simulator_token="sim-token")
+    pdf = files.pdf(2)
+    form = {"user": USER, "text": "the total?", "file": (io.BytesIO(pdf), "receipt.pdf")}
+    client = app.test_client()
+    answer = client.post("/api/messages", data=form, headers={"X-Simulator-Token": "sim-token"})
+    assert answer.status_code == 200, answer.json
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    envelope = Envelope.from_bytes(received.data)
+    assert envelope.type == "document" and envelope.text == "the total?"
+    assert envelope.media and envelope.media.filename == "receipt.pdf"
+    assert envelope.media.mime_type == "application/pdf"
+    assert envelope.media.sha256 == base64.b64encode(hashlib.sha256(pdf).digest()).decode()
+    stored_media = app.extensions["store"].media[envelope.media.id]
+    assert stored_media.data == pdf
