@@ -491,7 +491,6 @@ ensure_push() {
 # deploy_pushed NAME: a private HTTP function fed by its own push subscription.
 deploy_pushed() {
   local name=$1
-  check_topic_is_ours "$name"
   ensure_invoker "$name"
   migrate_from_eventarc "$name"
   deploy_function "$name"
@@ -596,6 +595,7 @@ deploy() {
   local name var vars=""
   RECREATE=""
   preflight
+  for name in $SELECTED; do [ "$name" = webhook ] || check_topic_is_ours "$name"; done
   enable_apis
   step "Secrets (Secret Manager)"
   for name in $SELECTED; do

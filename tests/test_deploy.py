@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,14 @@ RESPONDER_URL = "https://whatsbot-responder-fakehash-uc.a.run.app"  # the fake's
 
 def service_account(name: str) -> str:
     return f"whatsbot-{name}@{PROJECT}.iam.gserviceaccount.com"
+
+
+def invoker(name: str) -> str:
+    """The identity Pub/Sub pushes to NAME as."""
+    return f"whatsbot-{name}-push@{PROJECT}.iam.gserviceaccount.com"
+
+
+PUSHED = {"transcriber": ("whatsapp-audio", "300"), "responder": ("whatsapp-text", "120")}  # topic, ack
 
 
 # ------------------------------------------------------------------------------ the fake cloud
@@ -214,14 +223,12 @@ def test_three_gen2_deploys_with_their_source_entry_point_and_trigger(deployed: 
         assert not [f for f in call.source_files if "__pycache__" in f]
         assert flags["service-account"] == service_account(name)
         assert flags["set-secrets"].split(",") == [f"{s}={SECRET_NAMES[s]}:latest" for s in secrets]
+        assert "--trigger-http" in call.argv
+        assert not {"trigger-topic", "trigger-service-account", "retry"} & set(flags)
         if topic is None:
-            assert "--trigger-http" in call.argv
             assert "--allow-unauthenticated" in call.argv
-            assert "trigger-topic" not in flags
-        else:
-            assert flags["trigger-topic"] == topic
-            assert "--retry" in call.argv
-            assert flags["trigger-service-account"] == service_account(name)
+        else:  # private: only its push subscription's identity may invoke it
+            assert "--no-allow-unauthenticated" in call.argv
             assert "--allow-unauthenticated" not in call.argv
 
 
@@ -247,33 +254,57 @@ def test_functions_get_their_plain_settings_in_an_env_file(deployed: TwoRuns) ->
 def test_creates_topics_dead_letters_secrets_accounts_and_firestore(deployed: TwoRuns) -> None:
     cloud = deployed.cloud
     assert cloud.names("pubsub topics") == {"whatsapp-audio", "whatsapp-text", "whatsbot-dead-letter"}
-    assert cloud.names("pubsub subscriptions") == {"whatsbot-dead-letter-inspect", APOLOGY}
+    assert cloud.names("pubsub subscriptions") == {
+        "whatsbot-dead-letter-inspect",
+        APOLOGY,
+        "whatsbot-transcriber-push",
+        "whatsbot-responder-push",
+    }
     inspect = cloud.state()["pubsub subscriptions"]["whatsbot-dead-letter-inspect"]["flags"]
     assert inspect["topic"] == "whatsbot-dead-letter"
     assert inspect["expiration-period"] == "never"
     assert cloud.names("secrets") == set(SECRET_NAMES.values())
-    assert cloud.names("iam service-accounts") == {service_account(name) for name in FUNCTIONS}
+    assert cloud.names("iam service-accounts") == {service_account(name) for name in FUNCTIONS} | {
+        invoker(name) for name in PUSHED
+    }
     assert cloud.state()["firestore databases"]["(default)"]["type"] == "FIRESTORE_NATIVE"
     assert cloud.state()["ttl"] == {"claims": "expireAt", "conversations": "expireAt"}
     assert deployed.first.find("services", "enable")
 
 
-def test_event_subscriptions_get_a_dead_letter_topic(deployed: TwoRuns) -> None:
-    updates = {c.words[3]: c.flags for c in deployed.first.find("pubsub", "subscriptions", "update")}
-    for name in ("transcriber", "responder"):
-        trigger = f"whatsbot-{name}-482617"  # the fake's trigger id
-        subscription = f"projects/{PROJECT}/subscriptions/eventarc-{REGION}-{trigger}-sub-042"
-        assert updates[subscription]["dead-letter-topic"] == "whatsbot-dead-letter"
-        assert updates[subscription]["max-delivery-attempts"] == "5"
-    assert len(updates) == 2
+def test_each_topic_feeds_its_function_through_one_ordered_push_subscription(deployed: TwoRuns) -> None:
+    """Every setting is given at creation: ordering, above all, cannot be added later."""
+    creates = {c.words[3]: c for c in deployed.first.find("pubsub", "subscriptions", "create")}
+    for name, (topic, ack) in PUSHED.items():
+        call = creates[f"whatsbot-{name}-push"]
+        assert "--enable-message-ordering" in call.argv
+        assert call.flags == {
+            "topic": topic,
+            "push-endpoint": f"https://whatsbot-{name}-fakehash-uc.a.run.app",
+            "push-auth-service-account": invoker(name),
+            "dead-letter-topic": "whatsbot-dead-letter",
+            "max-delivery-attempts": "5",
+            "min-retry-delay": "10s",
+            "max-retry-delay": "600s",
+            "ack-deadline": ack,  # the function's timeout
+            "message-retention-duration": "7d",
+            "expiration-period": "never",  # an idle bot must not lose its subscription after 31 days
+            "enable-message-ordering": "",
+            "project": PROJECT,
+        }
+        argvs = [c.argv for c in deployed.first.calls]
+        deployed_at = argvs.index(deployed.first.deploys()[f"whatsbot-{name}"].argv)
+        assert deployed_at < argvs.index(call.argv)  # the push needs the function's URL
+    assert not deployed.first.find("eventarc")
+    assert "eventarc.googleapis.com" not in deployed.first.find("services", "enable")[0].argv
 
 
 def test_dead_letters_are_pushed_to_the_responder_with_its_identity(deployed: TwoRuns) -> None:
     apology = deployed.cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]
     assert apology["topic"] == "whatsbot-dead-letter"
     assert apology["push-endpoint"] == RESPONDER_URL
-    # OIDC as the responder's account, which holds run.invoker on the responder (grants test).
-    assert apology["push-auth-service-account"] == service_account("responder")
+    # OIDC as the responder's push identity, which holds run.invoker on the responder (grants test).
+    assert apology["push-auth-service-account"] == invoker("responder")
     assert apology["ack-deadline"] == "120"  # the responder's default timeout
     assert (apology["min-retry-delay"], apology["max-retry-delay"]) == ("10s", "600s")
     assert apology["expiration-period"] == "never"
@@ -295,12 +326,12 @@ def test_a_moved_responder_or_new_timeout_updates_the_apology_route(cloud: FakeC
     state = cloud.state()
     state["pubsub subscriptions"][APOLOGY]["flags"]["push-endpoint"] = "https://old-url.a.run.app"
     cloud.state_path.write_text(json.dumps(state))
-    run = cloud.run("--only", "responder", RESPONDER_TIMEOUT="5m")
+    run = cloud.run("--only", "responder", RESPONDER_TIMEOUT="5m", CLAIM_LEASE_SECONDS="330")
     assert run.returncode == 0, run.stderr
     assert run.creates() == []
     [update] = [c for c in run.find("pubsub", "subscriptions", "update") if APOLOGY in c.words]
     assert update.flags["push-endpoint"] == RESPONDER_URL
-    assert update.flags["push-auth-service-account"] == service_account("responder")
+    assert update.flags["push-auth-service-account"] == invoker("responder")
     assert update.flags["ack-deadline"] == "300"
     assert "dead-letter-topic" not in update.flags
     assert cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]["push-endpoint"] == RESPONDER_URL
@@ -310,11 +341,154 @@ def test_a_new_dead_letter_topic_moves_the_apology_route(cloud: FakeCloud) -> No
     assert cloud.run("--only", "responder").returncode == 0
     run = cloud.run("--only", "responder", TOPIC_DEAD_LETTER="bot-dlq")
     assert run.returncode == 0, run.stderr
-    assert [c.words[2] for c in run.find("pubsub", "subscriptions") if APOLOGY in c.words and c.mutates] == [
-        "delete",
-        "create",
-    ]
+    moves = [c.words[2] for c in run.find("pubsub", "subscriptions") if APOLOGY in c.words and c.mutates]
+    assert moves == ["delete", "create"]
     assert cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]["topic"] == "bot-dlq"
+
+
+def set_subscription(cloud: FakeCloud, name: str, **flags: str | None) -> None:
+    """Change what the fake cloud holds for a subscription, as a console edit would."""
+    state = cloud.state()
+    held = state["pubsub subscriptions"][name]["flags"]
+    for key, value in flags.items():
+        if value is None:
+            held.pop(key.replace("_", "-"), None)
+        else:
+            held[key.replace("_", "-")] = value
+    cloud.state_path.write_text(json.dumps(state))
+
+
+def test_a_rerun_converges_a_drifted_subscription_in_place(cloud: FakeCloud) -> None:
+    assert cloud.run().returncode == 0
+    set_subscription(
+        cloud, "whatsbot-transcriber-push", ack_deadline="10", dead_letter_topic=None, expiration_period="31d"
+    )
+    run = cloud.run("--only", "transcriber")
+    assert run.returncode == 0, run.stderr
+    assert run.creates() == []
+    assert [c.argv for c in run.calls if "delete" in c.words] == []
+    [update] = run.find("pubsub", "subscriptions", "update", "whatsbot-transcriber-push")
+    assert update.flags["ack-deadline"] == "300"
+    assert update.flags["dead-letter-topic"] == "whatsbot-dead-letter"
+    assert update.flags["expiration-period"] == "never"
+    assert "enable-message-ordering" not in update.flags  # update cannot set it (real gcloud: exit 2)
+    assert (
+        cloud.state()["pubsub subscriptions"]["whatsbot-transcriber-push"]["flags"]["ack-deadline"] == "300"
+    )
+    assert "whatsbot-transcriber-push: unchanged" in cloud.run("--only", "transcriber").stdout
+
+
+def printed_commands(text: str) -> list[list[str]]:
+    return [shlex.split(line)[1:] for line in text.splitlines() if line.strip().startswith("gcloud ")]
+
+
+def test_a_subscription_without_ordering_is_reported_with_the_commands_that_remake_it(
+    cloud: FakeCloud,
+) -> None:
+    assert cloud.run().returncode == 0
+    set_subscription(cloud, "whatsbot-responder-push", enable_message_ordering=None)
+    run = cloud.run("--only", "responder")
+    assert run.returncode != 0
+    assert "whatsbot-responder-push must be made again" in run.stderr
+    assert "whatsbot-responder" in run.deploys()  # the rest of the deploy was done
+    assert [c.argv for c in run.calls if "delete" in c.words] == []  # nothing deleted by the script
+    commands = printed_commands(run.stderr)
+    assert [c[:3] for c in commands] == [
+        ["pubsub", "snapshots", "create"],
+        ["pubsub", "subscriptions", "delete"],
+        ["pubsub", "subscriptions", "create"],
+        ["pubsub", "subscriptions", "seek"],
+        ["pubsub", "snapshots", "delete"],
+    ]
+    create = Call(commands[2])
+    assert "--enable-message-ordering" in create.argv
+    assert create.flags["push-auth-service-account"] == invoker("responder")
+    assert create.flags["dead-letter-topic"] == "whatsbot-dead-letter"
+    # Following the advice works, and then a rerun finds everything as it should be.
+    for argv in commands:
+        proc = subprocess.run(
+            [str(cloud.bin / "gcloud"), *argv], env=cloud.env(), capture_output=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+    rerun = cloud.run("--only", "responder")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "whatsbot-responder-push: unchanged" in rerun.stdout
+    assert (
+        cloud.state()["pubsub subscriptions"]["whatsbot-responder-push"]["seeked_to"]
+        == "whatsbot-responder-push-recreate"
+    )
+
+
+def legacy_deployment(cloud: FakeCloud) -> None:
+    """The project as the previous deploy.sh left it: Eventarc-triggered functions, no own subscriptions."""
+    assert cloud.run().returncode == 0
+    state = cloud.state()
+    for name in PUSHED:
+        trigger = f"projects/{PROJECT}/locations/{REGION}/triggers/whatsbot-{name}-482617"
+        state["functions"][f"whatsbot-{name}"]["trigger"] = trigger
+        del state["pubsub subscriptions"][f"whatsbot-{name}-push"]
+        del state["iam service-accounts"][invoker(name)]
+    state["pubsub subscriptions"][APOLOGY]["flags"]["push-auth-service-account"] = service_account(
+        "responder"
+    )
+    cloud.state_path.write_text(json.dumps(state))
+
+
+def position(run: Run, *words: str) -> int:
+    return next(i for i, c in enumerate(run.calls) if c.startswith(*words))
+
+
+def test_migration_from_eventarc_triggers_keeps_every_message(cloud: FakeCloud) -> None:
+    """Our subscription exists (holding messages, no push yet) before the old trigger goes."""
+    legacy_deployment(cloud)
+    run = cloud.run()
+    assert run.returncode == 0, run.stderr
+    for name in PUSHED:
+        sub, fn = f"whatsbot-{name}-push", f"whatsbot-{name}"
+        created = position(run, "pubsub", "subscriptions", "create", sub)
+        snapshot = position(run, "pubsub", "snapshots", "create", f"{sub}-migrate")
+        deleted = position(run, "functions", "delete", fn)
+        deployed = position(run, "functions", "deploy", fn)
+        seek = position(run, "pubsub", "subscriptions", "seek", sub)
+        pushed = next(
+            i
+            for i, c in enumerate(run.calls)
+            if c.startswith("pubsub", "subscriptions", "update", sub) and "push-endpoint" in c.flags
+        )
+        assert created < snapshot < deleted < deployed < seek < pushed
+        create = run.calls[created]
+        assert "push-endpoint" not in create.flags  # messages wait; waiting counts no delivery attempt
+        assert "--enable-message-ordering" in create.argv
+        assert create.flags["dead-letter-topic"] == "whatsbot-dead-letter"
+        eventarc = f"projects/{PROJECT}/subscriptions/eventarc-{REGION}-whatsbot-{name}-482617-sub-042"
+        assert run.calls[snapshot].flags["subscription"] == eventarc
+        held = cloud.state()["pubsub subscriptions"][sub]
+        assert held["seeked_to"] == f"{sub}-migrate"
+        assert held["flags"]["push-endpoint"] == f"https://whatsbot-{name}-fakehash-uc.a.run.app"
+        assert held["flags"]["push-auth-service-account"] == invoker(name)
+        assert "trigger" not in cloud.state()["functions"][fn]
+    assert cloud.names("pubsub snapshots") == set()
+    apology = cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]
+    assert apology["push-auth-service-account"] == invoker("responder")
+    again = cloud.run()
+    assert again.returncode == 0, again.stderr
+    assert again.creates() == []
+    assert not again.find("functions", "delete")
+
+
+def test_a_migration_stopped_half_way_finishes_on_the_next_run(cloud: FakeCloud) -> None:
+    legacy_deployment(cloud)
+    failed = cloud.run("--only", "responder", FAKE_GCLOUD_FAIL="functions deploy whatsbot-responder")
+    assert failed.returncode != 0
+    assert cloud.names("pubsub snapshots") == {"whatsbot-responder-push-migrate"}  # the backlog is kept
+    assert "whatsbot-responder" not in cloud.names("functions")
+    run = cloud.run("--only", "responder")
+    assert run.returncode == 0, run.stderr
+    assert position(run, "functions", "deploy") < position(run, "pubsub", "subscriptions", "seek")
+    assert cloud.names("pubsub snapshots") == set()
+    held = cloud.state()["pubsub subscriptions"]["whatsbot-responder-push"]
+    assert held["seeked_to"] == "whatsbot-responder-push-migrate"
+    assert held["flags"]["push-endpoint"] == RESPONDER_URL
 
 
 def iam_grants(run: Run) -> dict[str, set[tuple[str, str, str]]]:
@@ -344,21 +518,24 @@ def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
         ("secrets", "whatsbot-whatsapp-token", accessor),
         ("secrets", "whatsbot-openai-api-key", accessor),
         ("pubsub topics", "whatsapp-text", publisher),
-        ("functions", "whatsbot-transcriber", "roles/run.invoker"),
     }
     assert grants[f"serviceAccount:{service_account('responder')}"] == {
         ("secrets", "whatsbot-whatsapp-token", accessor),
         ("secrets", "whatsbot-openai-api-key", accessor),
         ("projects", PROJECT, "roles/datastore.user"),
-        ("functions", "whatsbot-responder", "roles/run.invoker"),
     }
-    # Pub/Sub's service agent: dead-lettering and the push tokens of the two triggers.
-    agent = grants[PUBSUB_AGENT]
-    assert ("pubsub topics", "whatsbot-dead-letter", publisher) in agent
-    assert sum(1 for kind, _, role in agent if role == "roles/pubsub.subscriber") == 2
-    assert {r for _, r, role in agent if role == "roles/iam.serviceAccountTokenCreator"} == {
-        service_account("transcriber"),
-        service_account("responder"),
+    for name in PUSHED:  # the push identities may invoke their own function and nothing else
+        assert grants[f"serviceAccount:{invoker(name)}"] == {
+            ("functions", f"whatsbot-{name}", "roles/run.invoker")
+        }
+    # Pub/Sub's service agent: dead-lettering (publish on the DLQ, subscribe on each source
+    # subscription) and the OIDC tokens of the push identities.
+    assert grants[PUBSUB_AGENT] == {
+        ("pubsub topics", "whatsbot-dead-letter", publisher),
+        ("pubsub subscriptions", "whatsbot-transcriber-push", "roles/pubsub.subscriber"),
+        ("pubsub subscriptions", "whatsbot-responder-push", "roles/pubsub.subscriber"),
+        ("iam service-accounts", invoker("transcriber"), "roles/iam.serviceAccountTokenCreator"),
+        ("iam service-accounts", invoker("responder"), "roles/iam.serviceAccountTokenCreator"),
     }
     roles = {role for member in grants.values() for _, _, role in member}
     assert not roles & {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/datastore.owner"}
@@ -392,8 +569,10 @@ def test_a_second_run_creates_nothing_and_redeploys(deployed: TwoRuns) -> None:
     second = deployed.second
     assert [c.argv for c in second.creates()] == []
     assert set(second.deploys()) == {f"whatsbot-{name}" for name in FUNCTIONS}
-    assert len(second.find("pubsub", "subscriptions", "update")) == 2  # the triggers' dead letters
-    assert "unchanged" in second.stdout
+    assert second.find("pubsub", "subscriptions", "update") == []
+    assert [c.argv for c in second.calls if "delete" in c.words] == []
+    for name in ("whatsbot-transcriber-push", "whatsbot-responder-push", APOLOGY):
+        assert f"{name}: unchanged" in second.stdout
 
 
 def test_a_changed_secret_gets_a_new_version(cloud: FakeCloud) -> None:
@@ -428,9 +607,9 @@ def test_dry_run_runs_no_gcloud_and_prints_the_plan(cloud: FakeCloud) -> None:
         "+ gcloud functions deploy whatsbot-webhook",
         "+ gcloud functions deploy whatsbot-transcriber",
         "+ gcloud functions deploy whatsbot-responder",
-        "+ gcloud pubsub subscriptions update",
-        f"+ gcloud pubsub subscriptions create {APOLOGY} --topic=whatsbot-dead-letter"
-        " --push-endpoint=https://URL_OF_WHATSBOT_RESPONDER",
+        "+ gcloud pubsub subscriptions create whatsbot-responder-push --topic=whatsapp-text",
+        "--push-endpoint=https://URL_OF_WHATSBOT_RESPONDER",
+        f"+ gcloud pubsub subscriptions create {APOLOGY} --topic=whatsbot-dead-letter",
         "? gcloud functions describe whatsbot-webhook",
     ):
         assert expected in run.stdout, expected
@@ -449,7 +628,7 @@ def test_only_responder_deploys_only_the_responder(cloud: FakeCloud) -> None:
     run = cloud.run("--only", "responder")
     assert run.returncode == 0, run.stderr
     assert set(run.deploys()) == {"whatsbot-responder"}
-    assert cloud.names("iam service-accounts") == {service_account("responder")}
+    assert cloud.names("iam service-accounts") == {service_account("responder"), invoker("responder")}
     assert cloud.names("secrets") == {"whatsbot-whatsapp-token", "whatsbot-openai-api-key"}
     assert "firestore databases" in cloud.state()
     assert APOLOGY in cloud.names("pubsub subscriptions")
@@ -459,7 +638,10 @@ def test_only_responder_deploys_only_the_responder(cloud: FakeCloud) -> None:
 def test_only_transcriber_makes_no_apology_route(cloud: FakeCloud) -> None:
     run = cloud.run("--only", "transcriber")
     assert run.returncode == 0, run.stderr
-    assert cloud.names("pubsub subscriptions") == {"whatsbot-dead-letter-inspect"}
+    assert cloud.names("pubsub subscriptions") == {
+        "whatsbot-dead-letter-inspect",
+        "whatsbot-transcriber-push",
+    }
     assert not [c for c in run.calls if APOLOGY in c.words]
 
 
@@ -495,7 +677,12 @@ def test_destroy_yes_deletes_what_deploy_created(cloud: FakeCloud) -> None:
     assert {c.words[3] for c in run.find("pubsub", "subscriptions", "delete")} == {
         "whatsbot-dead-letter-inspect",
         APOLOGY,
+        "whatsbot-transcriber-push",
+        "whatsbot-responder-push",
     }
+    assert {c.words[3] for c in run.find("iam", "service-accounts", "delete")} == {
+        service_account(name) for name in FUNCTIONS
+    } | {invoker(name) for name in PUSHED}
     for kind in ("functions", "iam service-accounts", "pubsub topics", "pubsub subscriptions", "secrets"):
         assert cloud.names(kind) == set(), kind
     assert run.find("projects", "remove-iam-policy-binding")  # no grant left to a deleted account
@@ -518,9 +705,13 @@ def test_destroy_only_one_function_keeps_the_shared_pieces(cloud: FakeCloud) -> 
     run = cloud.run("--destroy", "--yes", "--only", "transcriber")
     assert run.returncode == 0, run.stderr
     assert cloud.names("functions") == {"whatsbot-webhook", "whatsbot-responder"}
-    assert service_account("transcriber") not in cloud.names("iam service-accounts")
+    assert not {service_account("transcriber"), invoker("transcriber")} & cloud.names("iam service-accounts")
     assert len(cloud.names("pubsub topics")) == 3
-    assert cloud.names("pubsub subscriptions") == {"whatsbot-dead-letter-inspect", APOLOGY}
+    assert cloud.names("pubsub subscriptions") == {
+        "whatsbot-dead-letter-inspect",
+        APOLOGY,
+        "whatsbot-responder-push",
+    }
     assert len(cloud.names("secrets")) == 4
 
 
@@ -528,7 +719,10 @@ def test_destroy_only_the_responder_removes_its_apology_route(cloud: FakeCloud) 
     assert cloud.run().returncode == 0
     run = cloud.run("--destroy", "--yes", "--only", "responder")
     assert run.returncode == 0, run.stderr
-    assert cloud.names("pubsub subscriptions") == {"whatsbot-dead-letter-inspect"}
+    assert cloud.names("pubsub subscriptions") == {
+        "whatsbot-dead-letter-inspect",
+        "whatsbot-transcriber-push",
+    }
     assert len(cloud.names("pubsub topics")) == 3
 
 
@@ -539,6 +733,8 @@ def test_destroy_dry_run_lists_deletions_and_runs_nothing(cloud: FakeCloud) -> N
     assert "+ gcloud functions delete whatsbot-webhook" in run.stdout
     assert "+ gcloud secrets delete whatsbot-openai-api-key" in run.stdout
     assert f"+ gcloud pubsub subscriptions delete {APOLOGY}" in run.stdout
+    assert "+ gcloud pubsub subscriptions delete whatsbot-responder-push" in run.stdout
+    assert f"+ gcloud iam service-accounts delete {invoker('responder')}" in run.stdout
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -549,13 +745,18 @@ def test_sizes_and_delivery_attempts_can_be_overridden(cloud: FakeCloud) -> None
     assert deploys["whatsbot-responder"].flags["memory"] == "1Gi"
     assert deploys["whatsbot-webhook"].flags["memory"] == "512Mi"
     assert deploys["whatsbot-webhook"].flags["max-instances"] == "3"
-    updates = run.find("pubsub", "subscriptions", "update")
-    assert {c.flags["max-delivery-attempts"] for c in updates} == {"9"}
+    subscriptions = cloud.state()["pubsub subscriptions"]
+    assert {subscriptions[f"whatsbot-{name}-push"]["flags"]["max-delivery-attempts"] for name in PUSHED} == {
+        "9"
+    }
     apology = cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]
     assert apology["ack-deadline"] == "120"
-    long_timeout = cloud.run("--only", "responder", RESPONDER_TIMEOUT="15m")  # Pub/Sub's limit is 600 s
+    long_timeout = cloud.run(  # Pub/Sub's limit is 600 s
+        "--only", "responder", RESPONDER_TIMEOUT="15m", CLAIM_LEASE_SECONDS="960"
+    )
     assert long_timeout.returncode == 0, long_timeout.stderr
-    assert cloud.state()["pubsub subscriptions"][APOLOGY]["flags"]["ack-deadline"] == "600"
+    for name in (APOLOGY, "whatsbot-responder-push"):
+        assert cloud.state()["pubsub subscriptions"][name]["flags"]["ack-deadline"] == "600"
 
 
 def test_delivery_attempts_outside_pubsubs_limits_are_refused(cloud: FakeCloud) -> None:
