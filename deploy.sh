@@ -268,16 +268,20 @@ ensure_messaging() {
 }
 
 # Two bots in one project must not read each other's topics: another prefix's push subscription
-# on our topic would answer our users with the other bot (and we theirs).
-check_topic_is_ours() {
-  local name=$1 topic subscriptions sub
-  topic=$(source_topic "$name")
-  subscriptions=$(query pubsub topics list-subscriptions "$topic" --format='value(.)') || return 0
-  for sub in $subscriptions; do
-    sub=${sub##*/}
-    if [[ $sub == *-"$name"-push && $sub != "$(push_subscription "$name")" ]]; then
-      die "topic $topic is already read by $sub (another NAME_PREFIX): give this bot its own TOPIC_AUDIO and TOPIC_TEXT"
-    fi
+# on our topic would answer our users with the other bot (and we theirs). Checked before anything
+# changes.
+check_topics_are_ours() {
+  local name topic sub rows rest
+  rows=$(query pubsub subscriptions list --format='value(name,topic)') || return 0
+  for name in transcriber responder; do
+    case " $SELECTED " in *" $name "*) ;; *) continue ;; esac
+    topic="projects/$PROJECT/topics/$(source_topic "$name")"
+    while IFS=$'\t' read -r sub rest; do
+      sub=${sub##*/}
+      if [ "$rest" = "$topic" ] && [[ $sub == *-"$name"-push ]] && [ "$sub" != "$(push_subscription "$name")" ]; then
+        die "topic ${topic##*/} is already read by $sub (another NAME_PREFIX): give this bot its own TOPIC_AUDIO and TOPIC_TEXT"
+      fi
+    done <<<"$rows"
   done
 }
 
@@ -595,7 +599,7 @@ deploy() {
   local name var vars=""
   RECREATE=""
   preflight
-  for name in $SELECTED; do [ "$name" = webhook ] || check_topic_is_ours "$name"; done
+  check_topics_are_ours
   enable_apis
   step "Secrets (Secret Manager)"
   for name in $SELECTED; do

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import concurrent.futures
 import contextlib
 import functools
 import importlib.machinery
@@ -21,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -489,6 +491,107 @@ def test_a_migration_stopped_half_way_finishes_on_the_next_run(cloud: FakeCloud)
     held = cloud.state()["pubsub subscriptions"]["whatsbot-responder-push"]
     assert held["seeked_to"] == "whatsbot-responder-push-migrate"
     assert held["flags"]["push-endpoint"] == RESPONDER_URL
+
+
+# ------------------------------------------------------------------------------ two bots, extra settings
+def made(run: Run) -> set[str]:
+    """The name of every resource a run created or deployed."""
+    names = set()
+    for call in run.calls:
+        verb = next((w for w in ("create", "deploy") if w in call.words), None)
+        if verb and not call.startswith("firestore"):
+            name = call.words[call.words.index(verb) + 1]
+            names.add(f"{name}@{PROJECT}.iam.gserviceaccount.com" if call.startswith("iam") else name)
+    return names
+
+
+def test_two_bots_in_one_project_share_no_resource(cloud: FakeCloud) -> None:
+    first = cloud.run()
+    assert first.returncode == 0, first.stderr
+    second = cloud.run(NAME_PREFIX="bot2", TOPIC_AUDIO="bot2-audio", TOPIC_TEXT="bot2-text")
+    assert second.returncode == 0, second.stderr
+    assert made(first) & made(second) == set()
+    assert len(cloud.names("functions")) == 6
+    assert {name for name in made(second) if not name.startswith("bot2-")} == set()
+    flags = cloud.state()["pubsub subscriptions"]["bot2-responder-push"]["flags"]
+    assert (flags["topic"], flags["dead-letter-topic"]) == ("bot2-text", "bot2-dead-letter")
+    assert flags["push-auth-service-account"] == f"bot2-responder-push@{PROJECT}.iam.gserviceaccount.com"
+    webhook = env_file_values(second.deploys()["bot2-webhook"].env_vars_file)
+    assert (webhook["TOPIC_AUDIO"], webhook["TOPIC_TEXT"]) == ("bot2-audio", "bot2-text")
+    assert second.deploys()["bot2-responder"].flags["set-secrets"] == (
+        "WHATSAPP_TOKEN=bot2-whatsapp-token:latest,OPENAI_API_KEY=bot2-openai-api-key:latest"
+    )
+    # The first bot is untouched by the second's run, and its rerun still finds itself alone.
+    assert not [c for c in second.calls if c.mutates and any(w.startswith("whatsbot-") for w in c.words)]
+    assert cloud.run().creates() == []
+
+
+def test_a_second_bot_on_the_first_bots_topics_is_refused_before_any_change(cloud: FakeCloud) -> None:
+    assert cloud.run().returncode == 0
+    run = cloud.run(NAME_PREFIX="bot2")
+    assert run.returncode != 0
+    assert "topic whatsapp-audio is already read by whatsbot-transcriber-push" in run.stderr
+    assert [c.argv for c in run.calls if c.mutates] == []
+
+
+@pytest.mark.parametrize("prefix", ["", "Bot", "a-prefix-too-long", "9bot"])
+def test_a_name_prefix_that_cannot_name_an_account_is_refused(cloud: FakeCloud, prefix: str) -> None:
+    run = cloud.run(NAME_PREFIX=prefix or "-")
+    assert run.returncode != 0
+    assert "NAME_PREFIX" in run.stderr
+    assert run.calls == []
+
+
+def test_extra_env_vars_reach_every_function_but_never_a_secret(cloud: FakeCloud) -> None:
+    run = cloud.run(
+        EXTRA_ENV_VARS="FEATURE_FLAGS LOG_LEVEL OPENAI_API_KEY UNSET_ONE",
+        FEATURE_FLAGS='beta, "quoted"',
+        LOG_LEVEL="debug",
+    )
+    assert run.returncode == 0, run.stderr
+    for name in FUNCTIONS:
+        values = env_file_values(run.deploys()[f"whatsbot-{name}"].env_vars_file)
+        assert (values["FEATURE_FLAGS"], values["LOG_LEVEL"]) == ('beta, "quoted"', "debug")
+        assert not {"OPENAI_API_KEY", "UNSET_ONE"} & set(values)
+
+
+# ------------------------------------------------------------------------------ attempt and lease
+def test_the_responder_gets_its_attempt_deadline_and_a_lease_that_outlives_it(cloud: FakeCloud) -> None:
+    run = cloud.run("--only", "responder")
+    assert run.returncode == 0, run.stderr
+    values = env_file_values(run.deploys()["whatsbot-responder"].env_vars_file)
+    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("120", "180")
+    longer = cloud.run("--only", "responder", RESPONDER_TIMEOUT="2m30s", CLAIM_LEASE_SECONDS="180")
+    assert longer.returncode == 0, longer.stderr
+    values = env_file_values(longer.deploys()["whatsbot-responder"].env_vars_file)
+    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("150", "180")
+
+
+@pytest.mark.parametrize(
+    ("settings", "attempt", "lease"),
+    [
+        ({"CLAIM_LEASE_SECONDS": "149"}, "120", "149"),
+        ({"RESPONDER_TIMEOUT": "5m"}, "300", "180"),
+        ({"RESPONDER_TIMEOUT": "3m", "CLAIM_LEASE_SECONDS": "200"}, "180", "200"),
+    ],
+)
+def test_a_lease_shorter_than_an_attempt_plus_30s_is_refused(
+    cloud: FakeCloud, settings: dict[str, str], attempt: str, lease: str
+) -> None:
+    for args in ((), ("--dry-run",)):
+        run = cloud.run(*args, **settings)
+        assert run.returncode != 0
+        assert f"CLAIM_LEASE_SECONDS={lease}" in run.stderr
+        assert f"ATTEMPT_TIMEOUT_SECONDS={attempt}" in run.stderr
+        assert run.calls == []
+        assert "+ gcloud" not in run.stdout
+
+
+def test_an_attempt_deadline_beyond_the_timeout_is_refused(cloud: FakeCloud) -> None:
+    run = cloud.run(ATTEMPT_TIMEOUT_SECONDS="121")
+    assert run.returncode != 0
+    assert "ATTEMPT_TIMEOUT_SECONDS=121" in run.stderr
+    assert run.calls == []
 
 
 def iam_grants(run: Run) -> dict[str, set[tuple[str, str, str]]]:
@@ -1076,22 +1179,254 @@ def test_staged_source_serves_alone(staged: Path, name: str) -> None:
             assert 200 <= post_json(url, bad) < 300
 
 
-def test_every_documented_setting_reaches_the_cloud() -> None:
-    """A knob in README's configuration table that deploy.sh does not pass would silently vanish."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = {
-        name
-        for line in section.splitlines()
-        if line.startswith("| `")
-        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
-    }
-    handled_elsewhere = {"GOOGLE_CLOUD_PROJECT", "TOPIC_AUDIO", "TOPIC_TEXT", *SECRETS}
-    emulator_only = {"PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"}
-    script = DEPLOY.read_text()
-    env_vars = script.split("env_vars() {", 1)[1].split("\n}", 1)[0]
-    missing = sorted(
-        documented - handled_elsewhere - emulator_only - set(re.findall(r"[A-Z][A-Z0-9_]+", env_vars))
+# ------------------------------------------------------------------------------ speech backends
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """deploy.sh with the functions and common/, plus stand-in lock files, in a folder of its own."""
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    shutil.copy2(DEPLOY, copy / "deploy.sh")
+    for folder in ("functions", "common"):
+        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    transcriber = copy / "functions" / "transcriber"
+    (transcriber / "requirements-speech.txt").write_text(
+        "# speech lock stand-in\nSpeechRecognition==3.10.4\n"
     )
-    assert documented, "no configuration table found in README.md"
-    assert missing == [], f"add these to env_vars() in deploy.sh: {missing}"
+    (transcriber / "requirements.in").write_text("openai\n")
+    (transcriber / "requirements-speech.in").write_text("SpeechRecognition\n")
+    return copy
+
+
+def stage_transcriber(repo: Path, out: Path, backend: str | None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(out), "LANG": "C.UTF-8"}
+    if backend is not None:
+        env["TRANSCRIBE_BACKEND"] = backend
+    return subprocess.run(
+        [str(repo / "deploy.sh"), "--stage-only", str(out), "--only", "transcriber"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("backend", ["google", "sphinx"])
+def test_speech_backends_upload_the_speech_lock_as_requirements(
+    repo_copy: Path, tmp_path: Path, backend: str
+) -> None:
+    proc = stage_transcriber(repo_copy, tmp_path / "out", backend)
+    assert proc.returncode == 0, proc.stderr
+    staged = tmp_path / "out" / "transcriber"
+    speech = repo_copy / "functions" / "transcriber" / "requirements-speech.txt"
+    assert (staged / "requirements.txt").read_text() == speech.read_text()
+    assert sorted(p.name for p in staged.glob("requirements*")) == ["requirements.txt"]
+
+
+@pytest.mark.parametrize("backend", [None, "openai"])
+def test_the_openai_backend_uploads_its_own_lock_only(
+    repo_copy: Path, tmp_path: Path, backend: str | None
+) -> None:
+    proc = stage_transcriber(repo_copy, tmp_path / "out", backend)
+    assert proc.returncode == 0, proc.stderr
+    staged = tmp_path / "out" / "transcriber"
+    own = repo_copy / "functions" / "transcriber" / "requirements.txt"
+    assert (staged / "requirements.txt").read_text() == own.read_text()
+    assert sorted(p.name for p in staged.glob("requirements*")) == ["requirements.txt"]
+
+
+def test_a_speech_backend_without_its_lock_stops_clearly(repo_copy: Path, tmp_path: Path) -> None:
+    (repo_copy / "functions" / "transcriber" / "requirements-speech.txt").unlink()
+    proc = stage_transcriber(repo_copy, tmp_path / "out", "google")
+    assert proc.returncode != 0
+    assert "requirements-speech.txt" in proc.stderr
+    assert "TRANSCRIBE_BACKEND=google" in proc.stderr
+    unknown = stage_transcriber(repo_copy, tmp_path / "out", "whisper-local")
+    assert unknown.returncode != 0
+    assert "TRANSCRIBE_BACKEND must be openai, google or sphinx" in unknown.stderr
+
+
+# ------------------------------------------------------------------------------ the README's promises
+def readme_table(heading: str) -> list[list[str]]:
+    """The rows (cells) of the first table under a README heading, header and rule left out."""
+    readme = (REPO / "README.md").read_text()
+    section = re.split(rf"\n#+ {re.escape(heading)}\n", readme, maxsplit=1)[1]
+    rows = []
+    for line in section.split("\n#", 1)[0].splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    assert rows, f"no table under {heading!r} in README.md"
+    return rows[1:]
+
+
+def names_in(cell: str) -> list[str]:
+    return re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)
+
+
+def test_sizes_and_defaults_are_the_documented_ones(deployed: TwoRuns) -> None:
+    """Checked against the numbers written in README's "Deploy settings", not deploy.sh's own."""
+    rows = {
+        names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in readme_table("Deploy settings")
+    }
+    [sizes] = [row for key, row in rows.items() if "_MEMORY" in key]
+    keys = re.findall(r"`(?:<FUNCTION>)?_([A-Z_]+)`", sizes[0])
+    assert keys == ["MEMORY", "CPU", "TIMEOUT", "CONCURRENCY", "MIN_INSTANCES", "MAX_INSTANCES"]
+    documented = dict(re.findall(r"(webhook|transcriber|responder) `([^`]+)`", sizes[1]))
+    assert set(documented) == set(FUNCTIONS)
+    deploys = deployed.first.deploys()
+    for name, values in documented.items():
+        flags = deploys[f"whatsbot-{name}"].flags
+        assert [flags[key.lower().replace("_", "-")] for key in keys] == values.split(), name
+
+    def default(name: str) -> str:
+        return re.sub(r"`", "", rows[name][1])
+
+    assert deploys["whatsbot-webhook"].flags["region"] == default("REGION")
+    assert {c.words[2] for c in deployed.first.find("functions", "deploy")} == {
+        f"{default('NAME_PREFIX')}-{name}" for name in FUNCTIONS
+    }
+    push = deployed.cloud.state()["pubsub subscriptions"]["whatsbot-responder-push"]["flags"]
+    assert push["max-delivery-attempts"] == default("MAX_DELIVERY_ATTEMPTS")
+    assert push["dead-letter-topic"] == default("TOPIC_DEAD_LETTER").replace("$NAME_PREFIX", "whatsbot")
+
+
+CONFIG_SPECIAL = {  # set by deploy.sh itself, or never sent to the cloud
+    "GOOGLE_CLOUD_PROJECT",
+    "PUBSUB_EMULATOR_HOST",
+    "FIRESTORE_EMULATOR_HOST",
+}
+PROBES = {  # values deploy.sh checks; everything else gets a distinctive text
+    "TRANSCRIBE_BACKEND": "openai",
+    "CLAIM_LEASE_SECONDS": "999",
+    "ATTEMPT_TIMEOUT_SECONDS": "100",
+    "WHATSAPP_API_BASE": "https://graph.probe.example",
+    "OPENAI_BASE_URL": "https://openai.probe.example/v1",
+}
+
+
+def test_each_setting_reaches_exactly_the_functions_the_readme_says_read_it(cloud: FakeCloud) -> None:
+    routes: dict[str, set[str]] = {}
+    for row in readme_table("Configuration"):
+        readers = set(re.findall(r"\b(webhook|transcriber|responder|all)\b", row[1]))
+        for name in names_in(row[0]):
+            routes[name] = set(FUNCTIONS) if "all" in readers else readers
+    assert routes, "no configuration table found in README.md"
+    plain = {name: readers for name, readers in routes.items() if name not in CONFIG_SPECIAL | set(SECRETS)}
+    probes = {name: PROBES.get(name, f"probe-{name.lower()}") for name in plain}
+    run = cloud.run(**probes)
+    assert run.returncode == 0, run.stderr
+    deploys = run.deploys()
+    for name, readers in plain.items():
+        receivers = {
+            fn
+            for fn in FUNCTIONS
+            if env_file_values(deploys[f"whatsbot-{fn}"].env_vars_file).get(name) == probes[name]
+        }
+        assert receivers == readers, (
+            f"{name}: README says {sorted(readers)}, deploy.sh sends it to {sorted(receivers)}"
+        )
+    for name in SECRETS:
+        receivers = {fn for fn in FUNCTIONS if f"{name}=" in deploys[f"whatsbot-{fn}"].flags["set-secrets"]}
+        assert receivers == routes[name], name
+    for fn in FUNCTIONS:
+        assert env_file_values(deploys[f"whatsbot-{fn}"].env_vars_file)["GOOGLE_CLOUD_PROJECT"] == PROJECT
+
+
+# ------------------------------------------------------------------------------ the real gcloud's grammar
+GCLOUD_INSTALL = (
+    "the real gcloud is needed to check deploy.sh's commands against its parser: install the Google "
+    "Cloud CLI (https://cloud.google.com/sdk/docs/install, e.g. apt-get install google-cloud-cli)"
+)
+NO_ACCOUNT = "You do not currently have an active account selected"
+
+
+def every_command_the_script_runs(cloud: FakeCloud) -> list[list[str]]:
+    """A first deploy, a migration, a converging rerun with the recreate advice, a destroy."""
+    legacy_deployment(cloud)
+    runs = [Run(0, "", "", cloud.calls())]  # the first deploy, in an empty project
+    runs.append(cloud.run())  # the migration
+    set_subscription(cloud, "whatsbot-responder-push", enable_message_ordering=None)
+    advice = cloud.run(RESPONDER_TIMEOUT="60s", OPENAI_API_KEY="sk-rotated-5e1d", MAX_DELIVERY_ATTEMPTS="7")
+    runs.append(advice)
+    runs.append(cloud.run("--destroy", "--yes"))
+    assert all(run.returncode == 0 for run in runs if run is not advice), [r.stderr for r in runs]
+    assert advice.returncode != 0
+    files = cloud.root / "replay"
+    files.mkdir()
+    commands = []
+    for index, call in enumerate(c for run in runs for c in run.calls):
+        argv = list(call.argv)
+        for position_, arg in enumerate(argv):  # what deploy.sh uploads is gone: stand-ins in place
+            if arg.startswith("--source="):
+                source = files / f"source-{index}"
+                source.mkdir()
+                (source / "main.py").write_text("")
+                argv[position_] = f"--source={source}"
+            elif arg.startswith("--env-vars-file="):
+                env_file = files / f"env-{index}.yaml"
+                env_file.write_text(call.env_vars_file or "")
+                argv[position_] = f"--env-vars-file={env_file}"
+        commands.append(argv)
+    commands += printed_commands(advice.stderr)
+    return commands
+
+
+def shape(argv: list[str]) -> tuple[object, ...]:
+    """Commands that differ only in resource names parse alike: the test replays one of each."""
+    words = [a for a in argv if not a.startswith("-")]
+    path = tuple(
+        w for w in words if re.fullmatch(r"[a-z-]+", w) and not w.startswith(("whatsbot", "whatsapp"))
+    )
+    return path, len(words), tuple(sorted(a.partition("=")[0] for a in argv if a.startswith("-")))
+
+
+def test_every_command_passes_the_real_gcloud_parser(cloud: FakeCloud, tmp_path: Path) -> None:
+    """gcloud parses before it looks for credentials: without an account a valid command stops at
+    "no active account", a misspelled flag or a bad value at the parser (exit 2)."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        pytest.fail(GCLOUD_INSTALL, pytrace=False)
+    commands = list({shape(argv): argv for argv in every_command_the_script_runs(cloud)}.values())
+    kinds = {shape(argv)[0] for argv in commands}
+    for expected in (
+        ("functions", "deploy"),
+        ("pubsub", "subscriptions", "create"),
+        ("pubsub", "subscriptions", "update"),
+        ("pubsub", "snapshots", "create"),
+        ("pubsub", "subscriptions", "seek"),
+        ("functions", "add-invoker-policy-binding"),
+        ("iam", "service-accounts", "remove-iam-policy-binding"),
+        ("functions", "delete"),
+    ):
+        assert expected in kinds, expected
+
+    def replay(argv: list[str]) -> tuple[list[str], int, str]:
+        config = tmp_path / f"gcloud-config-{threading.get_ident()}-{time.monotonic_ns()}"
+        config.mkdir()
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "LANG": "C.UTF-8",
+            "CLOUDSDK_CONFIG": str(config),  # empty: no account, no project, no credentials
+            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+            "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",  # never borrow this machine's identity
+        }
+        proc = subprocess.run(
+            [gcloud, *argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        return argv, proc.returncode, proc.stderr
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(replay, commands))
+    refused = [
+        f"gcloud {shlex.join(argv)}\n  -> exit {code}: {stderr.strip()[:300]}"
+        for argv, code, stderr in results
+        if code != 1 or NO_ACCOUNT not in stderr
+    ]
+    assert refused == [], "the real gcloud refused these commands:\n" + "\n".join(refused)
