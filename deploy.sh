@@ -20,7 +20,9 @@ Usage: ./deploy.sh [--dry-run] [--only webhook|transcriber|responder] [--destroy
 
 Deploys the WhatsBot pipeline to the Google Cloud project $GOOGLE_CLOUD_PROJECT.
 Settings come from the environment, then from .env (the environment wins; DEPLOY_ENV_FILE
-names another file). See README.md, section "Deploy", for every variable.
+names another file). See README.md, section "Deploy", for every variable. A project deployed
+with Eventarc triggers by an older deploy.sh is moved to push subscriptions without losing a
+message (README, "Moving from an older deploy.sh").
 
   --dry-run        print every gcloud command it would run; run none (reads are shown as "?")
   --only NAME      deploy (or destroy) one function and what it needs
@@ -581,6 +583,8 @@ In the Meta app (developers.facebook.com > your app > WhatsApp > Configuration >
      gcloud functions logs read --region=$REGION --project=$PROJECT --limit=50
 Messages that failed $MAX_DELIVERY_ATTEMPTS times wait in $DLQ_SUBSCRIPTION:
      gcloud pubsub subscriptions pull $DLQ_SUBSCRIPTION --project=$PROJECT --limit=10
+Set up the alert on WhatsApp token errors (README, "Watch it run"): log filter
+     severity=ERROR AND jsonPayload.alert="graph_auth"
 EOF
   case " $SELECTED " in
     *" responder "*) say "They also go to $PREFIX-responder ($APOLOGY_SUBSCRIPTION): the user gets the reply or an apology." ;;
