@@ -55,6 +55,7 @@ load_env_file() {
 }
 
 configure() {
+  local name
   : "${GOOGLE_CLOUD_PROJECT:?set GOOGLE_CLOUD_PROJECT (environment or .env) to your project id}"
   [ "$GOOGLE_CLOUD_PROJECT" != whatsbot-local ] ||
     die "GOOGLE_CLOUD_PROJECT is whatsbot-local, the emulators' id: set it to your Google Cloud project"
@@ -74,7 +75,10 @@ configure() {
   if ! [[ $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
     die "MAX_DELIVERY_ATTEMPTS must be 5..100 (Pub/Sub's limits), got $MAX_DELIVERY_ATTEMPTS"
   fi
-  case " $SELECTED " in *" responder "*) [ "$MODE" = destroy ] || configure_attempt ;; esac
+  if [ "$MODE" = deploy ]; then
+    for name in $SELECTED; do timeout_seconds "$name" >/dev/null; done # a bad TIMEOUT stops here
+    case " $SELECTED " in *" responder "*) configure_attempt ;; esac
+  fi
   # Never prompt: a half-answered prompt in the middle of a deploy helps nobody.
   export CLOUDSDK_CORE_DISABLE_PROMPTS=1
 }

@@ -476,6 +476,14 @@ def test_delivery_attempts_outside_pubsubs_limits_are_refused(cloud: FakeCloud) 
     assert run.calls == []
 
 
+@pytest.mark.parametrize("timeout", ["2 minutes", "abc", "1.5m"])
+def test_a_timeout_that_is_no_duration_is_refused_before_any_call(cloud: FakeCloud, timeout: str) -> None:
+    run = cloud.run(TRANSCRIBER_TIMEOUT=timeout)
+    assert run.returncode != 0
+    assert f"TRANSCRIBER_TIMEOUT={timeout} is not a duration" in run.stderr
+    assert run.calls == []
+
+
 def test_awkward_settings_survive_and_local_urls_stay_home(cloud: FakeCloud) -> None:
     prompt = 'You are "Ana", a helper, terse.\nAnswer in Spanish; use \\n sparingly.'
     run = cloud.run(SYSTEM_PROMPT=prompt, WHATSAPP_API_BASE="http://127.0.0.1:8081", OPENAI_MODEL="m-1")
