@@ -78,6 +78,21 @@ def test_sizes_and_defaults_are_the_documented_ones(first_deploy: tuple[FakeClou
     assert push["dead-letter-topic"] == default("TOPIC_DEAD_LETTER").replace("$NAME_PREFIX", "whatsbot")
 
 
+def test_env_example_shows_the_documented_deploy_defaults() -> None:
+    """.env.example lists the deploy settings commented out with their defaults: the README's."""
+    rows = {
+        names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in readme_table("Deploy settings")
+    }
+    [sizes] = [row for key, row in rows.items() if "_MEMORY" in key]
+    keys = re.findall(r"`(?:<FUNCTION>)?_([A-Z_]+)`", sizes[0])
+    shown = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(\S*)", (REPO / ".env.example").read_text(), re.MULTILINE))
+    for name, values in re.findall(r"(webhook|transcriber|responder) `([^`]+)`", sizes[1]):
+        for key, value in zip(keys, values.split(), strict=True):
+            assert shown.get(f"{name.upper()}_{key}") == value, f"{name.upper()}_{key}"
+    for name in ("REGION", "NAME_PREFIX", "MAX_DELIVERY_ATTEMPTS"):
+        assert shown.get(name) == rows[name][1].strip("`"), name
+
+
 CONFIG_SPECIAL = {  # set by deploy.sh itself, or never sent to the cloud
     "GOOGLE_CLOUD_PROJECT",
     "PUBSUB_EMULATOR_HOST",
