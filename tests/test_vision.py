@@ -195,6 +195,25 @@ def test_a_model_503_is_redelivered_the_image_fetched_again_and_answered_once(
     assert len(model.chats()) == 2
 
 
+def test_a_static_sticker_is_seen_as_a_webp_image(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    sticker = files.webp(96, 64)
+    assert deliver(responder, sent_media(graph, "sticker", sticker, "image/webp")) == 200
+    text, image = asked(model)["content"]
+    assert text["text"] == DEFAULTS["IMAGE_PROMPT"]
+    assert image["image_url"]["url"] == "data:image/webp;base64," + base64.b64encode(sticker).decode()
+    assert stored(db)[0]["content"].startswith("[sticker: WebP, 96x64, ")
+
+
+def test_an_animated_sticker_the_webhook_did_not_flag_is_found_out_by_its_bytes(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    assert deliver(responder, sent_media(graph, "sticker", files.webp(96, 64, frames=3), "image/webp")) == 200
+    assert asked(model)["content"] == "[The user sent an animated sticker.]"
+    assert model.chats()[0]["model"] == "chat-model"
+
+
 def test_an_animated_sticker_becomes_words_without_a_download(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:

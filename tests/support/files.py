@@ -1,7 +1,7 @@
 """Real files of known shape for the media tests: made here, byte for byte, not mocked.
 
-A JPEG encoded by the ffmpeg binary the imageio-ffmpeg wheel ships, a PNG written with zlib, a
-2-page PDF with a correct cross-reference table, a text file and a .docx (a zip, unsupported).
+A JPEG and WebP stickers encoded by the ffmpeg binary of the imageio-ffmpeg wheel, a PNG written
+with zlib, a PDF with a correct cross-reference table, a text file and a .docx (a zip, unsupported).
 """
 
 from __future__ import annotations
@@ -37,15 +37,24 @@ def png(width: int, height: int, rgb: tuple[int, int, int] = (200, 30, 30)) -> b
 @functools.cache
 def jpeg(width: int, height: int) -> bytes:
     """A real JPEG (ffmpeg's mjpeg encoder) of a test pattern."""
+    return _encode(width, height, "picture.jpg", frames=1)
+
+
+@functools.cache
+def webp(width: int, height: int, frames: int = 1) -> bytes:
+    """A real WebP (libwebp): a still sticker, or an animated one with `frames` > 1."""
+    codec = ["-c:v", "libwebp_anim", "-loop", "0"] if frames > 1 else ["-c:v", "libwebp"]
+    return _encode(width, height, "sticker.webp", frames, codec)
+
+
+def _encode(
+    width: int, height: int, name: str, frames: int, codec: tuple[str, ...] | list[str] = ()
+) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "picture.jpg"
-        pattern = f"testsrc=size={width}x{height}:rate=1"
+        out = Path(folder) / name
+        pattern = f"testsrc=size={width}x{height}:rate=5"
         argv = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", pattern]
-        subprocess.run(
-            [*argv, "-frames:v", "1", "-y", str(out)],
-            check=True,
-            timeout=60,
-        )
+        subprocess.run([*argv, "-frames:v", str(frames), *codec, "-y", str(out)], check=True, timeout=60)
         return out.read_bytes()
 
 
