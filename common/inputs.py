@@ -51,6 +51,7 @@ class Turn:
     content: Content  # the user's turn as the model gets it
     stand_in: str  # what the history keeps of it (never media bytes)
     model: str | None = None  # a vision-capable model for image and file parts; None: the chat model
+    timeout: float | None = None  # seconds one model call may take (images and PDFs are slower)
     refused: str | None = None  # the reply when the model refuses this turn (400), if not the usual
 
 
@@ -63,13 +64,21 @@ class Unanswerable(Exception):
 
 
 class Inputs:
-    def __init__(self, graph: GraphClient, texts: Texts, limits: Limits, vision_model: str | None) -> None:
-        self.graph, self.texts, self.limits, self.vision_model = graph, texts, limits, vision_model
+    def __init__(
+        self,
+        graph: GraphClient,
+        texts: Texts,
+        limits: Limits,
+        vision_model: str | None,
+        vision_timeout: float,
+    ) -> None:
+        self.graph, self.texts, self.limits = graph, texts, limits
+        self.vision_model, self.vision_timeout = vision_model, vision_timeout
 
     @classmethod
     def from_env(cls, graph: GraphClient, texts: Texts) -> Inputs:
         vision = config.get("VISION_MODEL") or config.get("OPENAI_MODEL")
-        return cls(graph, texts, Limits.from_env(), vision)
+        return cls(graph, texts, Limits.from_env(), vision, config.number("VISION_TIMEOUT_SECONDS", 90))
 
     def request(self, envelope: Envelope) -> Request | None:
         """The turn to make for the model, not yet read; None when a fixed reply fits better."""
@@ -123,7 +132,13 @@ class Inputs:
             {"type": "text", "text": caption or self.texts.image_prompt},
             {"type": "image_url", "image_url": {"url": data_url(kind, fetched.data)}},
         ]
-        return Turn(parts, _with_caption(stand_in, caption), self.vision_model, self.texts.media_refused)
+        return Turn(
+            parts,
+            _with_caption(stand_in, caption),
+            self.vision_model,
+            self.vision_timeout,
+            self.texts.media_refused,
+        )
 
     def _document(self, envelope: Envelope, caption: str) -> Turn:
         ref = envelope.media
@@ -163,14 +178,20 @@ class Inputs:
             ]
             plural = "s" if pages != 1 else ""
             stand_in = f'[document "{name}": PDF, {pages} page{plural}, {size}]'
-            return Turn(parts, _with_caption(stand_in, caption), self.vision_model, self.texts.media_refused)
+            return Turn(
+                parts,
+                _with_caption(stand_in, caption),
+                self.vision_model,
+                self.vision_timeout,
+                self.texts.media_refused,
+            )
         if kind == media.TEXT and (extension in TEXT_FILES or declared in TEXT_MIME_TYPES):
             body = fetched.data.decode("utf-8", errors="replace").lstrip("\ufeff")
             cut = f" (the first {TEXT_DOCUMENT_CHARS} characters)" if len(body) > TEXT_DOCUMENT_CHARS else ""
             log.info("media read", message_id=envelope.message_id, format=kind, bytes=len(fetched.data))
             words = f'{instruction}\n\nThe file "{name}"{cut}:\n\n{body[:TEXT_DOCUMENT_CHARS]}'
             stand_in = f'[document "{name}": text, {size}]'
-            return Turn(words, _with_caption(stand_in, caption), None, self.texts.media_refused)
+            return Turn(words, _with_caption(stand_in, caption), refused=self.texts.media_refused)
         raise self._unsupported(envelope, kind)
 
     def _fetch(self, envelope: Envelope, limit: int) -> media.Media:

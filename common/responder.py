@@ -172,11 +172,12 @@ class Responder:
         asked = {"role": "user", "content": user_turn.content}
         try:
             try:
-                reply = self.model.complete([*system, *history, asked], deadline, model=user_turn.model)
+                prompt = [*system, *history, asked]
+                reply = self.model.complete(prompt, deadline, user_turn.model, user_turn.timeout)
             except ContextTooLong:
                 log.warning("context too long: retrying with the last turns only", turns=len(history))
                 last = [*system, *history[-2:], asked]
-                reply = self.model.complete(last, deadline, model=user_turn.model)
+                reply = self.model.complete(last, deadline, user_turn.model, user_turn.timeout)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:

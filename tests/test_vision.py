@@ -42,6 +42,8 @@ SETTINGS = {
     "OPENAI_MAX_RETRIES": "0",
     "MAX_DOCUMENT_PAGES": "3",
     "TYPING_REFRESH_SECONDS": "1",
+    "OPENAI_TIMEOUT_SECONDS": "3",  # a chat call; an image or PDF call may take VISION_TIMEOUT_SECONDS
+    "VISION_TIMEOUT_SECONDS": "20",
     # an attempt may work 30 s (the slow model below takes 4); the lease margin is lowered for tests
     "ATTEMPT_TIMEOUT_SECONDS": "30",
     "CLAIM_LEASE_SECONDS": "31",
@@ -333,7 +335,7 @@ def test_a_contact_is_answered_with_its_content_in_the_prompt(
 def test_a_slow_answer_keeps_the_typing_indicator_and_none_follows_the_reply(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
-    model.delay = 4.0  # four refresh intervals (TYPING_REFRESH_SECONDS=1)
+    model.delay = 4.0  # four refresh intervals (TYPING_REFRESH_SECONDS=1), past OPENAI_TIMEOUT_SECONDS
     envelope = sent_media(graph, "image", files.png(16, 16), "image/png")
     assert deliver(responder, envelope) == 200
     typing = [
@@ -345,6 +347,17 @@ def test_a_slow_answer_keeps_the_typing_indicator_and_none_follows_the_reply(
     assert all(r.at < send.at for r in typing)
     # nothing more comes, though two more intervals pass
     assert not wait_for(lambda: len([r for r in graph.requests if r.at > send.at]) > 0, timeout=2.5)
+
+
+def test_a_text_call_as_slow_times_out_and_is_redelivered(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    model.delay = 4.0  # over OPENAI_TIMEOUT_SECONDS=3: vision calls alone get the longer timeout
+    envelope = message("text", text="quick question")
+    assert deliver(responder, envelope) == 500
+    model.delay = 0.0
+    assert deliver(responder, envelope) == 200
+    assert len(replies(graph)) == 1
 
 
 def test_a_quick_answer_sends_one_indicator(
