@@ -121,11 +121,11 @@ class Inputs:
         kind = media.sniff(fetched.data)
         if kind not in IMAGE_FORMATS:
             raise self._unsupported(envelope, kind)
-        if filefacts.animated(fetched.data):
-            return Turn("[The user sent an animated sticker.]", "[animated sticker]")
+        what = "sticker" if envelope.type == "sticker" else "image"
+        if filefacts.animated(fetched.data):  # the model takes still images only
+            return Turn(f"[The user sent an animated {what}.]", f"[animated {what}]")
         size = filefacts.image_size(fetched.data)
         pixels = f", {size[0]}x{size[1]}" if size else ""
-        what = "sticker" if envelope.type == "sticker" else "image"
         stand_in = f"[{what}: {IMAGE_FORMATS[kind]}{pixels}, {human(len(fetched.data))}]"
         log.info("media read", message_id=envelope.message_id, format=kind, bytes=len(fetched.data))
         parts = [
