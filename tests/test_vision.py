@@ -29,7 +29,7 @@ from local.simulator.server import create_app
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, function_env, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver
-from tests.support.fakes import FakeGraph, FakeOpenAI
+from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.meta import fixture_bytes, signed_headers
 from tests.support.pubsub import Topics
 from tests.support.wait import wait_for
@@ -169,6 +169,20 @@ def test_media_the_graph_api_does_not_know_gets_the_download_failed_reply(
     assert deliver(responder, envelope) == 200
     assert replies(graph) == [DEFAULTS["MEDIA_FAILED_TEXT"]]
     assert model.chats() == []
+
+
+def test_a_token_error_on_the_media_is_an_outage_retried_not_answered(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    envelope = sent_media(graph, "image", files.png(16, 16), "image/png")
+    assert envelope.media is not None
+    graph.fail(f"/{graph.version}/{envelope.media.id}", 401, graph_error(190, "Invalid OAuth access token."))
+    logged_before = len(responder.log_text())
+    assert deliver(responder, envelope) == 500  # never answered: Pub/Sub retries, then dead-letters
+    assert graph.sent() == [] and model.chats() == []
+    assert '"alert": "graph_auth"' in responder.log_text()[logged_before:]
+    assert deliver(responder, envelope) == 200  # the token works again
+    assert len(replies(graph)) == 1
 
 
 def test_a_model_without_vision_400_gets_the_specific_reply_once(
