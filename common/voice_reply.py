@@ -8,7 +8,7 @@ is the setting), `off` = `text`. Typed messages are always answered in text.
 Long answers: the voice note speaks the answer up to VOICE_REPLY_MAX_CHARS (cut at a paragraph,
 sentence or word end) and the rest follows as text. Why: the listener hears the start at once
 (the gist, usually), nothing is lost or summarised, and the note stays well under WhatsApp's
-512 KB player limit (1000 characters are about 70 s, about 210 KB at 24 kb/s). The history keeps
+512 KB player limit (1000 characters are about a minute of speech, about 190 KB at 24 kb/s). The history keeps
 the whole answer: what was spoken plus what was written.
 
 Exactly once: the voice note is part 0 of the reply (`partsSent` counts it). Its media id is kept
