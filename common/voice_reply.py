@@ -55,17 +55,23 @@ def plan(reply: str, mode: str, max_chars: int) -> list[Part]:
     return [Part("voice", spoken, fallback=mode == "voice"), *(Part("text", p) for p in written)]
 
 
+def settings() -> tuple[str, int]:
+    """(VOICE_REPLY, VOICE_REPLY_MAX_CHARS); refuses values the responder could not act on."""
+    mode = (config.get("VOICE_REPLY") or "text").lower()
+    if mode not in MODES:
+        raise RuntimeError(f"VOICE_REPLY must be one of {', '.join(MODES)}, got {mode!r}")
+    max_chars = int(config.number("VOICE_REPLY_MAX_CHARS", 1000))
+    if not 1 <= max_chars <= MAX_INPUT_CHARS:
+        raise RuntimeError(f"VOICE_REPLY_MAX_CHARS must be 1..{MAX_INPUT_CHARS}, got {max_chars}")
+    return mode, max_chars
+
+
 class VoiceReplies:
     """Holds the speech client; the responder asks it for the parts and hands it the voice part."""
 
     def __init__(self, history: History) -> None:
         self.history = history
-        self.mode = (config.get("VOICE_REPLY") or "text").lower()
-        if self.mode not in MODES:
-            raise RuntimeError(f"VOICE_REPLY must be one of {', '.join(MODES)}, got {self.mode!r}")
-        self.max_chars = int(config.number("VOICE_REPLY_MAX_CHARS", 1000))
-        if not 1 <= self.max_chars <= MAX_INPUT_CHARS:
-            raise RuntimeError(f"VOICE_REPLY_MAX_CHARS must be 1..{MAX_INPUT_CHARS}, got {self.max_chars}")
+        self.mode, self.max_chars = settings()
         self.on_text = config.get("VOICE_ON_TEXT") or DEFAULTS["VOICE_ON_TEXT"]
         self.off_text = config.get("VOICE_OFF_TEXT") or DEFAULTS["VOICE_OFF_TEXT"]
         self._speech: Speech | None = None

@@ -15,7 +15,7 @@ from google.cloud import firestore
 from common.claims import doc_id
 from common.envelope import Envelope, MediaRef
 from local import emulators as emu
-from local.functions import FunctionProcess, serve
+from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
 from tests.support.delivery import deliver
 from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI, echo_model
@@ -274,3 +274,11 @@ def test_both_a_failure_after_the_voice_note_resends_only_the_text(
     sends = [m["type"] for m in accepted if m.get("status") != "read"]
     assert sends == ["audio", "text"]  # the voice note once (part 1 counted), then the text once
     assert len(graph.uploads()) == 1 and len(model.speeches()) == 1
+
+
+def test_a_voice_setting_the_responder_cannot_act_on_is_refused_at_start(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI
+) -> None:
+    with pytest.raises(FunctionError) as refused:
+        responder_with(emulators, graph, model, VOICE_REPLY="loud").stop()
+    assert "VOICE_REPLY must be one of text, voice, both" in str(refused.value)
