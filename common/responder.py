@@ -67,7 +67,7 @@ class Responder:
         self.graph = GraphClient()
         self.model = ChatModel()
         self.texts = texts.Texts.from_env()
-        self.voice = VoiceReplies(self.history)
+        self.voice = VoiceReplies(self.history, self.graph)
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
@@ -199,8 +199,7 @@ class Responder:
             quote = None if quoted else envelope.message_id
             try:
                 if parts[index].kind == "voice":
-                    voice = (self.graph, envelope, claim, parts[index], quote, deadline, last_chance)
-                    quoted = self.voice.send(*voice)
+                    quoted = self.voice.send(envelope, claim, parts[index], quote, deadline, last_chance)
                 else:
                     self.graph.send_text(
                         envelope.phone_number_id, envelope.to, parts[index].text, reply_to=quote, timeout=left

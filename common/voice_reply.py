@@ -69,8 +69,8 @@ def settings() -> tuple[str, int]:
 class VoiceReplies:
     """Holds the speech client; the responder asks it for the parts and hands it the voice part."""
 
-    def __init__(self, history: History) -> None:
-        self.history = history
+    def __init__(self, history: History, graph: GraphClient) -> None:
+        self.history, self.graph = history, graph
         self.mode, self.max_chars = settings()
         self.on_text = config.get("VOICE_ON_TEXT") or DEFAULTS["VOICE_ON_TEXT"]
         self.off_text = config.get("VOICE_OFF_TEXT") or DEFAULTS["VOICE_OFF_TEXT"]
@@ -109,7 +109,6 @@ class VoiceReplies:
 
     def send(
         self,
-        graph: GraphClient,
         envelope: Envelope,
         claim: Claim,
         part: Part,
@@ -131,7 +130,7 @@ class VoiceReplies:
                     "speech failed: answering in text", **fields, reason=str(exc), chars=len(part.text)
                 )
                 if part.fallback:
-                    graph.send_text(
+                    self.graph.send_text(
                         envelope.phone_number_id,
                         envelope.to,
                         part.text,
@@ -139,7 +138,7 @@ class VoiceReplies:
                         timeout=_left(deadline),
                     )
                 return part.fallback
-            claim.media_id = graph.upload_media(
+            claim.media_id = self.graph.upload_media(
                 envelope.phone_number_id, note.data, "audio/ogg", "voice.ogg", timeout=_left(deadline)
             )
             log.info(
@@ -149,7 +148,7 @@ class VoiceReplies:
                 seconds=round(note.seconds, 1),
                 reencoded=note.reencoded,
             )
-        graph.send_audio(
+        self.graph.send_audio(
             envelope.phone_number_id, envelope.to, claim.media_id, reply_to=quote, timeout=_left(deadline)
         )
         return True
