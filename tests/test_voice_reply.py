@@ -17,7 +17,7 @@ from common.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
-from tests.support.delivery import deliver
+from tests.support.delivery import deliver, killer, redeliver_until_answered
 from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI, echo_model
 
 BUSINESS = "106540352242922"
@@ -282,3 +282,27 @@ def test_a_voice_setting_the_responder_cannot_act_on_is_refused_at_start(
     with pytest.raises(FunctionError) as refused:
         responder_with(emulators, graph, model, VOICE_REPLY="loud").stop()
     assert "VOICE_REPLY must be one of text, voice, both" in str(refused.value)
+
+
+def test_a_crash_between_upload_and_send_still_sends_one_voice_note(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """No release after a crash: the retry speaks and uploads again (documented), and sends once."""
+    short = {"ATTEMPT_TIMEOUT_SECONDS": "4", "CLAIM_LEASE_SECONDS": "5", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
+    env = stand_in_env(emulators, graph, model, OPENAI_MODEL="test-model", VOICE_REPLY="voice", **short)
+    doomed, rescuer = serve("responder", env), serve("responder", env)
+    try:
+        graph.on(lambda r: r.path.endswith("/media"), killer(doomed), after_answer=True)
+        envelope = note("crash after the upload")
+        assert deliver(doomed, envelope) == 0  # the connection died with the process
+        assert len(graph.uploads()) == 1 and graph.audios() == []
+        codes = redeliver_until_answered(rescuer, envelope)  # 500 while the dead attempt's lease runs
+        assert codes[-1] == 200
+        assert deliver(rescuer, envelope) == 200
+    finally:
+        doomed.stop()
+        rescuer.stop()
+    [audio] = graph.audios()
+    assert len(graph.uploads()) == 2
+    assert graph.media[audio["audio"]["id"]][0] == graph.uploads()[1]["file"][1]
+    assert len(model.chats()) == 1  # the stored reply was spoken again, the model not asked again
