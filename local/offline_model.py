@@ -1,9 +1,9 @@
 """An offline stand-in for an OpenAI chat model, so `make dev` works with no key and no network.
 
 OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `POST /v1/audio/speech`, spoken
-by espeak-ng; `GET /v1/models`). It does not
-think: it echoes the user's last words and counts the turns it was given (which shows that
-history and /reset work), and every answer starts with LABEL so nobody mistakes it for a model.
+by espeak-ng; `GET /v1/models`). It does not think: it echoes the user's last words and counts
+the turns it was given (which shows that history and /reset work), and every answer starts with
+LABEL so nobody mistakes it for a model.
 Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
 """
 
