@@ -21,7 +21,6 @@ from datetime import timedelta
 from google.cloud import firestore
 
 from common import config, log, texts
-from common.chunks import split_text
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
@@ -29,7 +28,9 @@ from common.history import Budget, History, Turn
 from common.inputs import Inputs, Request, Unanswerable
 from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
+from common.speech import SpeechUnavailable
 from common.typing_indicator import Typing
+from common.voice_reply import VoiceReplies
 
 # Message types the responder never answers (the webhook does not publish them either).
 SILENT_TYPES = frozenset({"reaction", "system"})
@@ -71,6 +72,7 @@ class Responder:
         self.texts = texts.Texts.from_env()
         self.inputs = Inputs.from_env(self.graph, self.texts)
         self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
+        self.voice = VoiceReplies(self.history, self.graph)
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
@@ -104,7 +106,7 @@ class Responder:
             what = "apologising" if stored is None else "sending the stored reply"
             log.error(f"giving up after every retry: {what}", message_id=envelope.message_id)
             start = claim.parts_sent if stored else 0
-            self._send(envelope, claim, stored or self.texts.model_error, deadline, start)
+            self._send(envelope, claim, stored or self.texts.model_error, deadline, start, last_chance=True)
             self.claims.done(envelope.message_id, claim)
 
         self._while_owned(envelope, claim, finish)
@@ -136,6 +138,8 @@ class Responder:
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
+        if (switched := self.voice.command(envelope)) is not None:
+            return switched
         request = self._user_words(envelope)
         if request is None:
             return self.texts.canned_reply(envelope)
@@ -185,17 +189,34 @@ class Responder:
             return user_turn.refused or self.texts.model_error
         return reply or self.texts.empty_answer
 
-    def _send(self, envelope: Envelope, claim: Claim, reply: str, deadline: float, start: int) -> None:
-        """Send the parts in order from `start`, saving progress after each part but the last."""
-        parts = split_text(reply or self.texts.empty_answer)
+    def _send(
+        self,
+        envelope: Envelope,
+        claim: Claim,
+        reply: str,
+        deadline: float,
+        start: int,
+        last_chance: bool = False,
+    ) -> None:
+        """Send the parts in order from `start` (a voice note first, when the reply is spoken: see
+        voice_reply.py), saving progress after each part but the last."""
+        parts = self.voice.parts(envelope, reply or self.texts.empty_answer)
         fields = {"message_id": envelope.message_id}
+        quoted = start > 0
         for index in range(start, len(parts)):
             left = _stop_if_late(deadline)
-            quote = envelope.message_id if index == 0 else None
+            quote = None if quoted else envelope.message_id
             try:
-                self.graph.send_text(
-                    envelope.phone_number_id, envelope.to, parts[index], reply_to=quote, timeout=left
-                )
+                if parts[index].kind == "voice":
+                    quoted = self.voice.send(envelope, claim, parts[index], quote, deadline, last_chance)
+                else:
+                    self.graph.send_text(
+                        envelope.phone_number_id, envelope.to, parts[index].text, reply_to=quote, timeout=left
+                    )
+                    quoted = True
+            except SpeechUnavailable as exc:
+                log.warning("speech unavailable: Pub/Sub will redeliver", **fields, reason=str(exc))
+                raise RetryLater(f"speech unavailable: {exc}") from exc
             except GraphError as exc:
                 fields.update(code=exc.code, status=exc.status, parts_sent=index)
                 if exc.auth:

@@ -154,6 +154,36 @@ def test_a_photo_attached_on_the_page_is_seen_by_the_model(
     assert "Photo: What does this say?" in texts(browser, ".msg.bot .quote")[0]
 
 
+def test_a_voice_note_after_voice_on_is_answered_with_a_playable_voice_note(
+    stack: dev.Stack, browser: WebDriver
+) -> None:
+    """The offline path: espeak-ng speaks in the stand-in model, the simulator stores and plays it."""
+    wait = WebDriverWait(browser, 90, poll_frequency=0.05)
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+    browser.find_element(By.CSS_SELECTOR, '#users li[data-key="15551234567"]').click()  # Alex: no messages
+    browser.find_element(By.ID, "text").send_keys("/voice on\n")
+    wait.until(lambda d: bot_texts(d))
+    assert bot_texts(browser)[-1].startswith("Voice replies on")
+    browser.find_element(By.ID, "mic").click()
+    wait.until(lambda d: d.find_element(By.ID, "mic").get_attribute("class") == "icon recording")
+    time.sleep(1.5)
+    browser.find_element(By.ID, "mic").click()
+    source = wait.until(
+        lambda d: d.execute_script(
+            "const a = document.querySelector('.msg.bot audio'); return a && a.currentSrc"
+        )
+    )
+    spoken = requests.get(source, timeout=10).content
+    head = 27 + spoken[26]  # the first page's header and lacing values, then the first packet
+    assert spoken[:4] == b"OggS" and spoken[head : head + 8] == b"OpusHead"
+    duration = (
+        "const a = document.querySelector('.msg.bot audio'); return a && isFinite(a.duration) && a.duration"
+    )
+    assert wait.until(lambda d: d.execute_script(duration)) > 0.5
+    assert "Voice message" in texts(browser, ".msg.bot .quote")[-1]  # quoted to the user's note
+
+
 def other_site(html: str) -> ThreadingHTTPServer:
     """Another origin (a page the developer happens to visit), serving one page."""
 

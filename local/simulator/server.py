@@ -166,7 +166,8 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
         found = store.media.get(media_id)
         if found is None:
             return bad("no such media", 404)
-        return Response(found.data, mimetype=found.mime_type.split(";")[0])
+        response = Response(found.data, mimetype=found.mime_type.split(";")[0])
+        return response.make_conditional(request, accept_ranges=True, complete_length=len(found.data))
 
     @app.get("/api/events")
     def events() -> Response:

@@ -47,7 +47,8 @@ function bubble(message) {
     html += `<div class="quote"><div class="who">${who}</div>${escapeHtml(summary(quoted)).slice(0, 160)}</div>`;
   }
   if (message.type === "audio") {
-    html += `<audio controls preload="none" src="/api/media/${message.media_id}"></audio>`;
+    const preload = message.sender === "bot" ? "metadata" : "none"; // the bot's voice notes show their length
+    html += `<audio controls preload="${preload}" src="/api/media/${message.media_id}"></audio>`;
     html += `<div class="voice-label">${message.voice ? "voice note" : escapeHtml(message.mime_type || "audio")}</div>`;
   } else if (["image", "sticker", "document"].includes(message.type) && message.media_id) {
     html += attachmentHtml(message);
