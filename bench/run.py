@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ack, firestore_ops, imports, pipeline, speech
+from bench import ack, firestore_ops, imports, pipeline, speech, voice
 from local import emulators as emu
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
@@ -110,6 +110,13 @@ def table(results: dict[str, Any]) -> str:
         f"openai path: {s['openai_conversions']} conversions, "
         f"bytes sent identical: {s['openai_bytes_identical']} ({s['openai_filename']})",
     ]
+    v = results["voice"]
+    lines += [
+        "",
+        f"voice reply, offline synthesizer, {v['chars']} characters: spoken in {v['speak_ms']} ms, "
+        f"uploaded in {v['upload_ms']} ms (total {v['total_ms']} ms); {v['bytes']} bytes for "
+        f"{v['seconds']} s of speech = {v['bytes_per_second']} bytes/s; re-encoded: {v['reencoded']}",
+    ]
     return "\n".join(lines)
 
 
@@ -122,7 +129,7 @@ def main() -> None:
             "load": round(os.getloadavg()[0], 2),
         }
     }
-    only = set(os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports").split(","))
+    only = set(os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports,voice").split(","))
     graph, model = FakeGraph(), FakeOpenAI()
     try:
         with emu.running() as emulators:
@@ -136,7 +143,6 @@ def main() -> None:
                 create_topics(emulators, "bench-audio")
             if "pipeline" in only:
                 results["pipeline"] = pipeline.overhead(PROJECT, emulators.pubsub.address, env, graph, SECRET)
-            if "pipeline" in only:
                 results["turn"] = pipeline.responder_turn(env, graph)
             if "cold" in only:
                 results["cold"] = pipeline.cold_start(env, graph)
@@ -146,13 +152,15 @@ def main() -> None:
                 results["speech"] = speech.measure(env, graph, model)
         if "imports" in only:
             results["imports"] = imports.measure()
+        if "voice" in only:
+            results["voice"] = voice.measure(graph)
     finally:
         graph.close()
         model.close()
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
-    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports"}:
+    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports", "voice"}:
         print(table(results))
     else:
         print(json.dumps({k: v for k, v in results.items()}, indent=1)[:20000])

@@ -24,12 +24,16 @@ from datetime import timedelta
 from google.cloud import firestore
 
 from common import config, log, texts
-from common.chunks import split_text
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
 from common.history import Budget, Conversation, History, Turn
+from common.inputs import Inputs, Request, Unanswerable
+from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
+from common.speech import SpeechUnavailable
+from common.typing_indicator import Typing
+from common.voice_reply import VoiceReplies
 
 # Message types the responder never answers (the webhook does not publish them either).
 SILENT_TYPES = frozenset({"reaction", "system"})
@@ -69,6 +73,9 @@ class Responder:
         self.graph = GraphClient()
         self.model = ChatModel()
         self.texts = texts.Texts.from_env()
+        self.inputs = Inputs.from_env(self.graph, self.texts)
+        self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
+        self.voice = VoiceReplies(self.history, self.graph)
         # Round trips that need not wait on each other run side by side: the history read with
         # the claim, the read receipt with the model call (it ends before anything is stored).
         self._io = ThreadPoolExecutor(16, thread_name_prefix="responder-io")
@@ -107,7 +114,7 @@ class Responder:
             what = "apologising" if stored is None else "sending the stored reply"
             log.error(f"giving up after every retry: {what}", message_id=envelope.message_id)
             start = claim.parts_sent if stored else 0
-            self._send(envelope, claim, stored or self.texts.model_error, deadline, start)
+            self._send(envelope, claim, stored or self.texts.model_error, deadline, start, last_chance=True)
             self.claims.done(envelope.message_id, claim)
 
         self._while_owned(envelope, claim, finish)
@@ -129,7 +136,8 @@ class Responder:
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
         self._attempt.receipt = self._io.submit(self._mark_read, envelope, deadline)  # while answering
-        reply = self._answer(envelope, claim, deadline)
+        with self._typing(envelope, deadline):  # media and the model can outlast the indicator
+            reply = self._answer(envelope, claim, deadline)
         self._receipt_done()
         self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
@@ -139,64 +147,86 @@ class Responder:
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
-        user_words = self._user_words(envelope)
-        if user_words is None:
+        if (switched := self.voice.command(envelope)) is not None:
+            return switched
+        request = self._user_words(envelope)
+        if request is None:
             return self.texts.canned_reply(envelope)
         conversation = self._loaded_history(envelope)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
-        reply = self._ask_model(conversation.turns, user_words, deadline)
+        try:
+            user_turn = request.read()  # media is downloaded here, and only here
+        except Unanswerable as exc:
+            return exc.reply
+        except GraphError as exc:  # media info or download: retriable, or a token error (alerted)
+            raise RetryLater(f"media not fetched: {exc}") from exc
+        reply = self._ask_model(conversation.turns, user_turn, deadline)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         self._receipt_done()  # a token error on the receipt: nothing stored, as before
         new_turns: list[Turn] = [
-            {"role": "user", "content": user_words, "messageId": envelope.message_id},
+            {"role": "user", "content": user_turn.stand_in, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
         ]
         self.history.append(envelope.user, conversation, new_turns)
         log.info("answered", message_id=envelope.message_id, chars=len(reply))
         return reply
 
-    def _user_words(self, envelope: Envelope) -> str | None:
-        """What goes to the model as the user's turn; None when a fixed reply fits better."""
-        text = (envelope.text or "").strip()
+    def _user_words(self, envelope: Envelope) -> Request | None:
+        """What goes to the model as the user's turn (words, or parts made from media: see
+        common/inputs.py), not yet read; None when a fixed reply fits better."""
         if envelope.transcription_error or texts.command(envelope) == "/help":
             return None
-        if envelope.transcript:
-            return self.texts.voice_turn(text) if text else None
-        if envelope.type in ("text", "interactive", "button") and text:
-            return text
-        return None
+        return self.inputs.request(envelope)
 
-    def _ask_model(self, turns: list[Turn], user_words: str, deadline: float) -> str:
+    def _ask_model(self, turns: list[Turn], user_turn: UserTurn, deadline: float) -> str:
         system = [{"role": "system", "content": self.texts.system_prompt}]
         history = [{"role": t["role"], "content": t["content"]} for t in turns]
-        prompt = [*system, *history, {"role": "user", "content": user_words}]
+        asked = {"role": "user", "content": user_turn.content}
         try:
             try:
-                reply = self.model.complete(prompt, deadline)
+                prompt = [*system, *history, asked]
+                reply = self.model.complete(prompt, deadline, user_turn.model, user_turn.timeout)
             except ContextTooLong:
                 log.warning("context too long: retrying with the last turns only", turns=len(history))
-                last = [*system, *history[-2:], {"role": "user", "content": user_words}]
-                reply = self.model.complete(last, deadline)
+                last = [*system, *history[-2:], asked]
+                reply = self.model.complete(last, deadline, user_turn.model, user_turn.timeout)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:
             log.error("model refused the request: apologising", error=str(exc))
-            return self.texts.model_error
+            return user_turn.refused or self.texts.model_error
         return reply or self.texts.empty_answer
 
-    def _send(self, envelope: Envelope, claim: Claim, reply: str, deadline: float, start: int) -> None:
-        """Send the parts in order from `start`, saving progress after each part but the last."""
-        parts = split_text(reply or self.texts.empty_answer)
+    def _send(
+        self,
+        envelope: Envelope,
+        claim: Claim,
+        reply: str,
+        deadline: float,
+        start: int,
+        last_chance: bool = False,
+    ) -> None:
+        """Send the parts in order from `start` (a voice note first, when the reply is spoken: see
+        voice_reply.py), saving progress after each part but the last."""
+        parts = self.voice.parts(envelope, reply or self.texts.empty_answer)
         fields = {"message_id": envelope.message_id}
+        quoted = start > 0
         for index in range(start, len(parts)):
             left = _stop_if_late(deadline)
-            quote = envelope.message_id if index == 0 else None
+            quote = None if quoted else envelope.message_id
             try:
-                self.graph.send_text(
-                    envelope.phone_number_id, envelope.to, parts[index], reply_to=quote, timeout=left
-                )
+                if parts[index].kind == "voice":
+                    quoted = self.voice.send(envelope, claim, parts[index], quote, deadline, last_chance)
+                else:
+                    self.graph.send_text(
+                        envelope.phone_number_id, envelope.to, parts[index].text, reply_to=quote, timeout=left
+                    )
+                    quoted = True
+            except SpeechUnavailable as exc:
+                log.warning("speech unavailable: Pub/Sub will redeliver", **fields, reason=str(exc))
+                raise RetryLater(f"speech unavailable: {exc}") from exc
             except GraphError as exc:
                 fields.update(code=exc.code, status=exc.status, parts_sent=index)
                 if exc.auth:
@@ -232,6 +262,16 @@ class Responder:
         receipt: Future[None] | None = getattr(self._attempt, "receipt", None)
         if receipt is not None:
             receipt.result()
+
+    def _typing(self, envelope: Envelope, deadline: float) -> Typing:
+        """'typing…' re-sent every TYPING_REFRESH_SECONDS while the block runs (never after it)."""
+        return Typing(
+            lambda timeout: self.graph.mark_read(
+                envelope.phone_number_id, envelope.message_id, typing=True, timeout=timeout
+            ),
+            self.typing_every,
+            deadline,
+        )
 
     def _mark_read(self, envelope: Envelope, deadline: float) -> None:
         """Blue ticks and 'typing…' as soon as work starts; only a token error stops the attempt."""
