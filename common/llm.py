@@ -49,6 +49,18 @@ def openai_client(timeout: float, max_retries: int) -> openai.OpenAI:
     )
 
 
+class Completion(str):
+    """The model's answer as a plain string that also carries its token count (`usage`)."""
+
+    tokens: int = 0
+
+
+def _completion(text: str, usage: Any) -> Completion:
+    answer = Completion(text)
+    answer.tokens = int(getattr(usage, "total_tokens", 0) or 0)
+    return answer
+
+
 class ChatModel:
     def __init__(self) -> None:
         self.model = config.get("OPENAI_MODEL") or "gpt-4.1-mini"
@@ -57,7 +69,7 @@ class ChatModel:
         self.max_tokens = int(config.number("OPENAI_MAX_TOKENS", 1024))
         self.client = openai_client(timeout=self.timeout, max_retries=0)
 
-    def complete(self, messages: list[dict[str, Any]], deadline: float | None = None) -> str:
+    def complete(self, messages: list[dict[str, Any]], deadline: float | None = None) -> Completion:
         """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
         (a time.monotonic() value), else ModelUnavailable."""
         for attempt in range(self.retries + 1):
@@ -70,7 +82,7 @@ class ChatModel:
                 time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _complete_once(self, messages: list[dict[str, Any]], deadline: float | None) -> str:
+    def _complete_once(self, messages: list[dict[str, Any]], deadline: float | None) -> Completion:
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
@@ -92,7 +104,7 @@ class ChatModel:
                 raise ContextTooLong(str(code)) from exc
             raise ModelRefused(exc.status_code, code) from exc
         content = response.choices[0].message.content if response.choices else None
-        return (content or "").strip()
+        return _completion((content or "").strip(), getattr(response, "usage", None))
 
 
 def _left(deadline: float | None) -> float:

@@ -25,6 +25,7 @@ from common.chunks import split_text
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
+from common.guardrails import Guard
 from common.history import Budget, History, Turn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
 
@@ -66,12 +67,16 @@ class Responder:
         self.graph = GraphClient()
         self.model = ChatModel()
         self.texts = texts.Texts.from_env()
+        self.guard = Guard(db, self.history)
+        self.model.max_tokens = self.guard.policy.model_max_tokens()  # fits in MAX_REPLY_PARTS
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
         fields = {"message_id": envelope.message_id, "type": envelope.type, "user": log.mask(envelope.user)}
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
+            return
+        if self.guard.stale(envelope):  # a burst of old messages after an outage: never answered
             return
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
@@ -122,28 +127,36 @@ class Responder:
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
         self._mark_read(envelope, deadline)
         reply = self._answer(envelope, claim, deadline)
-        self._send(envelope, claim, reply, deadline, claim.parts_sent)
+        if reply is not None:  # None: a guardrail keeps the bot silent
+            self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
 
-    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str:
+    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str | None:
         """Decide the reply; a model's reply is stored with the history before it is sent."""
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
         user_words = self._user_words(envelope)
+        if verdict := self.guard.screen(envelope, user_words):  # strangers, admins, pauses
+            return verdict.text
         if user_words is None:
             return self.texts.canned_reply(envelope)
         conversation = self.history.load(envelope.user)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
+        if verdict := self.guard.gate(envelope, conversation):  # /usage, daily limits, budget
+            return verdict.text
         reply = self._ask_model(conversation.turns, user_words, deadline)
+        tokens = getattr(reply, "tokens", 0)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         new_turns: list[Turn] = [
             {"role": "user", "content": user_words, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
         ]
-        self.history.append(envelope.user, conversation, new_turns)
+        counters = self.guard.counted(conversation, tokens, envelope.audio_seconds or 0)
+        self.history.append(envelope.user, conversation, new_turns, counters)
+        self.guard.spent(tokens)
         log.info("answered", message_id=envelope.message_id, chars=len(reply))
         return reply
 
@@ -178,7 +191,7 @@ class Responder:
 
     def _send(self, envelope: Envelope, claim: Claim, reply: str, deadline: float, start: int) -> None:
         """Send the parts in order from `start`, saving progress after each part but the last."""
-        parts = split_text(reply or self.texts.empty_answer)
+        parts = self.guard.cap(split_text(reply or self.texts.empty_answer))
         fields = {"message_id": envelope.message_id}
         for index in range(start, len(parts)):
             left = _stop_if_late(deadline)

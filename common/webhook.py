@@ -9,8 +9,10 @@ import json
 from collections.abc import Callable, Mapping
 
 from common import config, log
+from common.admission import admit
 from common.envelope import Envelope
 from common.payload import MessageType, Notification, NotWhatsApp, parse_notification
+from common.policy import Policy
 from common.publisher import PublishError
 from common.signature import Verdict, verify
 
@@ -63,8 +65,8 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
         return reply(400, status="error", reason=str(exc))
 
     log_unanswered(notification)
-    routed = [(topic_for(m.type), Envelope.from_message(m)) for m in notification.messages]
-    routed = [(topic, envelope) for topic, envelope in routed if topic]
+    policy = Policy.from_env()  # guardrails: stale messages and strangers (common/admission.py)
+    routed = [item for m in notification.messages if (item := admit(m, topic_for(m.type), policy))]
     try:
         published = publish_all(routed) if routed else 0
     except PublishError as exc:
