@@ -20,8 +20,7 @@ from common.counters import Budget, Notices, Pauses, Usage
 from common.envelope import Envelope
 from common.history import Conversation, History, Turn
 from common.policy import Policy, ids_of
-
-OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused: the transcriber did not download the note
+from common.voice_quota import OVER_AUDIO_LIMIT  # Envelope.refused: no download
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ import requests
 from google.cloud import firestore
 
 from common.claims import doc_id
-from common.envelope import Envelope
+from common.envelope import Envelope, MediaRef
 from common.policy import TEXT_DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
@@ -25,6 +26,8 @@ from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
 from tests.support.meta import fixture, signed_headers
 from tests.support.pubsub import Topics
+
+AUDIO = Path(__file__).resolve().parent / "audio"
 
 BUSINESS = "106540352242922"
 ADMIN = "15550009999"
@@ -279,3 +282,44 @@ def test_a_six_part_reply_arrives_as_max_reply_parts(
     assert len(sent) == 3
     assert all(len(part) <= 4096 for part in sent)
     assert sent[-1].endswith("word\n\n(answer shortened)")
+
+
+# --- voice-note seconds per day ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transcriber(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    env = stand_in_env(
+        emulators, graph, model, TRANSCRIBE_BACKEND="openai", MAX_AUDIO_SECONDS_PER_DAY="2", **GUARDS
+    )
+    function = serve("transcriber", env)
+    yield function
+    function.stop()
+
+
+def test_voice_seconds_are_counted_and_a_user_at_the_limit_is_not_downloaded(
+    transcriber: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    user = "15550004444"
+    graph.add_media("4242", (AUDIO / "en_weather.ogg").read_bytes(), "audio/ogg; codecs=opus")
+    note = replace(text("", user), type="audio", text=None, media=MediaRef("4242", "audio/ogg", None, True))
+    assert deliver(transcriber, note) == 200
+    [first] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert first.transcript and 2 < (first.audio_seconds or 0) < 4  # transcribed: 0 s used so far
+    assert deliver(responder, first) == 200
+    stored = db.collection("conversations").document(doc_id(user)).get().to_dict()
+    assert stored["usageAudio"] == pytest.approx(first.audio_seconds)
+    graph.reset()
+    second = replace(note, message_id=f"wamid.{uuid.uuid4().hex}")
+    assert deliver(transcriber, second) == 200
+    [held] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert held.refused == "audio_limit" and held.media is None
+    assert list(graph.requests) == []  # not even the media's metadata was asked for
+    assert deliver(responder, held) == 200
+    assert bodies(graph)[0].startswith("You have reached today's limit.")
+    assert len(model.transcriptions()) == 1
