@@ -57,6 +57,17 @@ def env_for(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> di
     }
 
 
+def guarded_env(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, str]:
+    """Every guardrail on: admins (pauses), per-user limits, the whole bot's budget."""
+    return {
+        **env_for(emulators, graph, model),
+        "ADMIN_USERS": "15550009999",
+        "MAX_TURNS_PER_DAY": "1000",
+        "MAX_TOKENS_PER_DAY": "1000000",
+        "DAILY_TOKEN_BUDGET": "1000000000",
+    }
+
+
 def ack_latency(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, Any]:
     """Ours (publish and wait) vs the bare framework vs the seed's synchronous design."""
     env = env_for(emulators, graph, model)
@@ -157,6 +168,11 @@ def table(results: dict[str, Any]) -> str:
         f"Firestore per text turn: {f['reads']} reads, {f['writes']} writes "
         f"(redelivery of an answered one: {f['redelivery_reads']} reads, {f['redelivery_writes']} writes)",
     ]
+    g = results["firestore_guarded"]
+    lines.append(
+        f"  with every guardrail on: {g['steady_reads']} reads, {g['steady_writes']} writes per turn;"
+        f" once per GUARDRAILS_CACHE_SECONDS per instance {g['reads']} reads (budget shards, pauses)"
+    )
     s = results["speech"]
     lines += [
         "",
@@ -182,6 +198,9 @@ def main() -> None:
             results["ack"] = ack_latency(emulators, graph, model)
             results["pipeline"] = pipeline_overhead(emulators, graph, model)
             results["firestore"] = firestore_ops.per_turn(emulators, env_for(emulators, graph, model))
+            results["firestore_guarded"] = firestore_ops.per_turn(
+                emulators, guarded_env(emulators, graph, model)
+            )
             results["speech"] = speech.measure(env_for(emulators, graph, model), graph, model)
         results["imports"] = imports.measure()
     finally:

@@ -7,6 +7,7 @@ the message age limit and the cap on the parts of one reply.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ class Policy:
     @classmethod
     def from_env(cls) -> Policy:
         def text(name: str) -> str:
-            raw = config.get(name)
-            return (TEXT_DEFAULTS[name] if raw is None else raw).replace("\\n", "\n")
+            if name == "NOT_ALLOWED_TEXT" and os.environ.get(name, "x").strip() in ("", "-"):
+                return ""  # set but empty (or "-", which deploy.sh can pass): strangers hear nothing
+            return (config.get(name) or TEXT_DEFAULTS[name]).replace("\\n", "\n")
 
         return cls(
             allowed=id_set(config.get("ALLOWED_USERS")),
