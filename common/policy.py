@@ -7,7 +7,6 @@ the message age limit and the cap on the parts of one reply.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -58,9 +57,8 @@ class Policy:
     @classmethod
     def from_env(cls) -> Policy:
         def text(name: str) -> str:
-            if name == "NOT_ALLOWED_TEXT" and os.environ.get(name, "x").strip() in ("", "-"):
-                return ""  # set but empty (or "-", which deploy.sh can pass): strangers hear nothing
-            return (config.get(name) or TEXT_DEFAULTS[name]).replace("\\n", "\n")
+            value = config.get(name) or TEXT_DEFAULTS[name]  # empty counts as unset, as everywhere
+            return "" if value == "-" else value.replace("\\n", "\n")  # "-": say nothing
 
         return cls(
             allowed=id_set(config.get("ALLOWED_USERS")),
