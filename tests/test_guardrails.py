@@ -323,3 +323,30 @@ def test_voice_seconds_are_counted_and_a_user_at_the_limit_is_not_downloaded(
     assert deliver(responder, held) == 200
     assert bodies(graph)[0].startswith("You have reached today's limit.")
     assert len(model.transcriptions()) == 1
+
+
+# --- the simulator -----------------------------------------------------------------------------
+
+
+def test_make_dev_names_a_simulator_admin_and_the_page_offers_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local.devconfig import SIMULATOR_ADMIN, Plan
+    from local.simulator.server import create_app
+
+    plan = Plan.from_settings(
+        {
+            "WEBHOOK_PORT": "0",
+            "TRANSCRIBER_PORT": "0",
+            "RESPONDER_PORT": "0",
+            "PUBSUB_PORT": "0",
+            "FIRESTORE_PORT": "0",
+            "SIMULATOR_PORT": "0",
+            "OFFLINE_MODEL_PORT": "0",
+        }
+    )
+    assert plan.settings["ADMIN_USERS"] == SIMULATOR_ADMIN
+    monkeypatch.setenv("ADMIN_USERS", f"+{SIMULATOR_ADMIN}")
+    state = create_app("http://127.0.0.1:9/", "secret", "token").test_client().get("/api/state").get_json()
+    assert state["admins"] == [SIMULATOR_ADMIN]
+    assert {"key": SIMULATOR_ADMIN, "name": "Admin"}.items() <= next(
+        u for u in state["users"] if u["key"] == SIMULATOR_ADMIN
+    ).items()
