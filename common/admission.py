@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from common import config, log
+from common.echoes import Echo
 from common.envelope import Envelope
 from common.payload import Message
 from common.policy import Policy, ids_of
@@ -35,3 +36,13 @@ def admit(message: Message, topic: str | None, policy: Policy) -> tuple[str, Env
         envelope, text=None, media=None, profile_name=None, context_id=None, refused=NOT_ALLOWED
     )
     return config.get("TOPIC_TEXT") or "", stripped
+
+
+def admit_echo(echo: Echo, policy: Policy) -> tuple[str, Envelope] | None:
+    """A coexistence echo becomes a pause for that user (ECHO_PAUSE_HOURS; 0: ignored)."""
+    if not policy.echo_pause_hours or policy.stale(echo.timestamp):
+        return None
+    log.info(
+        "the business answered from the app: pausing the bot", message_id=echo.id, user=log.mask(echo.user)
+    )
+    return config.get("TOPIC_TEXT") or "", echo.envelope()

@@ -9,7 +9,7 @@ is still marked done). What each costs in Firestore operations is in counters.py
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
@@ -17,6 +17,7 @@ from google.cloud import firestore
 from common import admin, config, log, texts
 from common.admission import NOT_ALLOWED  # Envelope.refused: the webhook kept all but the ids out
 from common.counters import Budget, Notices, Pauses, Usage
+from common.echoes import ECHO
 from common.envelope import Envelope
 from common.history import Conversation, History, Turn
 from common.policy import Policy, ids_of
@@ -53,6 +54,24 @@ class Guard:
         log.info("stale message: acknowledged, not answered", message_id=envelope.message_id)
         return True
 
+    def echo(self, envelope: Envelope) -> bool:
+        """A coexistence echo (common/echoes.py): pause the bot for that user; True if it was one."""
+        if envelope.refused != ECHO:
+            return False
+        until = datetime.now(UTC) + timedelta(hours=self.policy.echo_pause_hours or 1)
+        for user in sender(envelope):
+            self.pauses.pause(user, until)
+        log.info("the business answered from the app: paused", message_id=envelope.message_id)
+        return True
+
+    def paused(self, envelope: Envelope) -> bool:
+        """A human has this chat (/pause, or an echo): the bot neither reads nor answers. Admins
+        are never paused. Reads the cached pause document only when pauses are possible."""
+        ids = sender(envelope)
+        if not (self.policy.admins or self.policy.echo_pause_hours) or self.policy.is_admin(ids):
+            return False
+        return self.pauses.until(ids, datetime.now(UTC)) is not None
+
     def screen(self, envelope: Envelope, words: str | None) -> Verdict | None:
         """Before the history is read: strangers, admin commands, paused users (no read needed but
         the cached pause document, and only when ADMIN_USERS is set)."""
@@ -65,7 +84,7 @@ class Guard:
             answer = admin.run(command, self)
             if answer is not None:
                 return Verdict(answer)
-        if self.policy.admins and self.pauses.until(ids, datetime.now(UTC)):
+        if self.paused(envelope):
             if words is not None:  # stored, so that the model knows what was said when it resumes
                 turn: Turn = {"role": "user", "content": words, "messageId": envelope.message_id}
                 conversation = self.history.load(envelope.user)

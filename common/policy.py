@@ -53,6 +53,7 @@ class Policy:
     max_age_hours: float  # 0 = never stale
     max_parts: int
     texts: dict[str, str]
+    echo_pause_hours: float = 0  # coexistence: an answer from the Business app pauses the bot
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -71,6 +72,7 @@ class Policy:
             max_age_hours=config.number("MAX_MESSAGE_AGE_HOURS", 23),
             max_parts=max(1, int(config.number("MAX_REPLY_PARTS", 3))),
             texts={name: text(name) for name in TEXT_DEFAULTS},
+            echo_pause_hours=config.number("ECHO_PAUSE_HOURS", 0),
         )
 
     def allows(self, ids: frozenset[str]) -> bool:

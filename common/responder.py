@@ -76,7 +76,7 @@ class Responder:
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
             return
-        if self.guard.stale(envelope):  # a burst of old messages after an outage: never answered
+        if self.guard.stale(envelope) or self.guard.echo(envelope):  # old, or the business answered
             return
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
@@ -125,7 +125,8 @@ class Responder:
             log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
-        self._mark_read(envelope, deadline)
+        if not self.guard.paused(envelope):  # a human has the chat: no blue ticks, no typing
+            self._mark_read(envelope, deadline)
         reply = self._answer(envelope, claim, deadline)
         if reply is not None:  # None: a guardrail keeps the bot silent
             self._send(envelope, claim, reply, deadline, claim.parts_sent)

@@ -9,7 +9,8 @@ import json
 from collections.abc import Callable, Mapping
 
 from common import config, log
-from common.admission import admit
+from common.admission import admit, admit_echo
+from common.echoes import parse_echoes
 from common.envelope import Envelope
 from common.payload import MessageType, Notification, NotWhatsApp, parse_notification
 from common.policy import Policy
@@ -67,6 +68,7 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
     log_unanswered(notification)
     policy = Policy.from_env()  # guardrails: stale messages and strangers (common/admission.py)
     routed = [item for m in notification.messages if (item := admit(m, topic_for(m.type), policy))]
+    routed += [item for echo in parse_echoes(body) if (item := admit_echo(echo, policy))]
     try:
         published = publish_all(routed) if routed else 0
     except PublishError as exc:

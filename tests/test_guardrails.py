@@ -38,6 +38,7 @@ GUARDS = {
     "ADMIN_USERS": ADMIN,
     "MAX_MESSAGE_AGE_HOURS": "23",
     "GUARDRAILS_CACHE_SECONDS": "0",  # every turn sees the newest pause (production: 10 s)
+    "ECHO_PAUSE_HOURS": "2",
 }
 
 
@@ -79,6 +80,10 @@ def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterato
 def text(words: str, user: str = FRIEND, **changes: object) -> Envelope:
     envelope = Envelope(f"wamid.{uuid.uuid4().hex}", user, user, BUSINESS, "text", int(time.time()), words)
     return replace(envelope, **changes)
+
+
+def stored_turns(db: firestore.Client, user: str) -> list[dict]:
+    return (db.collection("conversations").document(doc_id(user)).get().to_dict() or {}).get("turns", [])
 
 
 def bodies(graph: FakeGraph) -> list[str]:
@@ -268,6 +273,31 @@ def test_pause_from_anyone_else_is_text_for_the_model(
     assert chat["messages"][-1]["content"] == f"/pause {ADMIN}"
     assert deliver(responder, text("still there?", ADMIN)) == 200
     assert len(model.chats()) == 2
+
+
+def test_an_answer_from_the_business_app_pauses_the_bot_for_that_chat(
+    webhook: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    """Meta's smb_message_echoes (coexistence): value.message_echoes[] with from, to, id, timestamp."""
+    echo = {"from": "15550783881", "to": FRIEND, "id": f"wamid.{uuid.uuid4().hex}", "type": "text"}
+    echo.update(timestamp=str(int(time.time())), text={"body": "Hi, this is Sam from the shop"})
+    metadata = {"display_phone_number": "15550783881", "phone_number_id": BUSINESS}
+    value = {"messaging_product": "whatsapp", "metadata": metadata, "message_echoes": [echo]}
+    change = {"field": "smb_message_echoes", "value": value}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]})
+    headers = signed_headers(body.encode(), APP_SECRET)
+    assert requests.post(webhook.url, data=body.encode(), headers=headers, timeout=30).status_code == 200
+    [received] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert (received.type, received.refused, received.user, received.text) == ("echo", "echo", FRIEND, None)
+    assert deliver(responder, received) == 200
+    assert deliver(responder, text("are you a bot?", FRIEND)) == 200
+    assert list(graph.requests) == [] and model.chats() == []  # no read receipt for the echo either
+    assert [t["content"] for t in stored_turns(db, FRIEND)] == ["are you a bot?"]
 
 
 # --- replies that do not waste billed messages -------------------------------------------------
