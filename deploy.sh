@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Deploy WhatsBot to Google Cloud: APIs, secrets, topics, dead-lettering, Firestore, one service
-# account per function and three gen2 functions. Safe to run again: it describes before it
-# creates, so a second run only updates. `./deploy.sh --help` for the options.
+# account per function, three gen2 HTTP functions and, for the two Pub/Sub-driven ones, an ordered
+# push subscription of our own with OIDC auth. Safe to run again: it describes before it creates,
+# so a second run only updates; a project deployed with Eventarc triggers by an older deploy.sh is
+# moved over without losing a message (migrate_from_eventarc). `./deploy.sh --help` for the options.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +20,9 @@ Usage: ./deploy.sh [--dry-run] [--only webhook|transcriber|responder] [--destroy
 
 Deploys the WhatsBot pipeline to the Google Cloud project $GOOGLE_CLOUD_PROJECT.
 Settings come from the environment, then from .env (the environment wins; DEPLOY_ENV_FILE
-names another file). See README.md, section "Deploy", for every variable.
+names another file). See README.md, section "Deploy", for every variable. A project deployed
+with Eventarc triggers by an older deploy.sh is moved to push subscriptions without losing a
+message (README, "Moving from an older deploy.sh").
 
   --dry-run        print every gcloud command it would run; run none (reads are shown as "?")
   --only NAME      deploy (or destroy) one function and what it needs
@@ -51,12 +55,16 @@ load_env_file() {
 }
 
 configure() {
+  local name
   : "${GOOGLE_CLOUD_PROJECT:?set GOOGLE_CLOUD_PROJECT (environment or .env) to your project id}"
   [ "$GOOGLE_CLOUD_PROJECT" != whatsbot-local ] ||
     die "GOOGLE_CLOUD_PROJECT is whatsbot-local, the emulators' id: set it to your Google Cloud project"
   PROJECT=$GOOGLE_CLOUD_PROJECT
   REGION=${REGION:-us-central1}
   PREFIX=${NAME_PREFIX:-whatsbot}
+  # Service account ids are 6..30 characters: "<prefix>-transcriber-push" must fit.
+  [[ $PREFIX =~ ^[a-z][a-z0-9-]{0,12}$ ]] ||
+    die "NAME_PREFIX must be 1..13 lowercase letters, digits or '-', starting with a letter (got '$PREFIX')"
   TOPIC_AUDIO=${TOPIC_AUDIO:-whatsapp-audio}
   TOPIC_TEXT=${TOPIC_TEXT:-whatsapp-text}
   DLQ_TOPIC=${TOPIC_DEAD_LETTER:-$PREFIX-dead-letter}
@@ -67,13 +75,36 @@ configure() {
   if ! [[ $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
     die "MAX_DELIVERY_ATTEMPTS must be 5..100 (Pub/Sub's limits), got $MAX_DELIVERY_ATTEMPTS"
   fi
+  if [ "$MODE" = deploy ]; then
+    for name in $SELECTED; do timeout_seconds "$name" >/dev/null; done # a bad TIMEOUT stops here
+    case " $SELECTED " in *" responder "*) configure_attempt ;; esac
+  fi
   # Never prompt: a half-answered prompt in the middle of a deploy helps nobody.
   export CLOUDSDK_CORE_DISABLE_PROMPTS=1
 }
 
+# The responder's attempt deadline is its function timeout; a claim must outlive an attempt by a
+# margin, or a redelivery takes over a claim whose first attempt is still working (two replies).
+configure_attempt() {
+  local timeout
+  timeout=$(timeout_seconds responder)
+  ATTEMPT_TIMEOUT_SECONDS=${ATTEMPT_TIMEOUT_SECONDS:-$timeout}
+  CLAIM_LEASE_SECONDS=${CLAIM_LEASE_SECONDS:-180}
+  if ! [[ $ATTEMPT_TIMEOUT_SECONDS =~ ^[0-9]+$ ]] || ((ATTEMPT_TIMEOUT_SECONDS > timeout)); then
+    die "ATTEMPT_TIMEOUT_SECONDS=$ATTEMPT_TIMEOUT_SECONDS must be whole seconds within the responder's timeout ($timeout s); leave it unset to use the timeout"
+  fi
+  [[ $CLAIM_LEASE_SECONDS =~ ^[0-9]+$ ]] || die "CLAIM_LEASE_SECONDS must be whole seconds, got $CLAIM_LEASE_SECONDS"
+  ((CLAIM_LEASE_SECONDS >= ATTEMPT_TIMEOUT_SECONDS + 30)) ||
+    die "CLAIM_LEASE_SECONDS=$CLAIM_LEASE_SECONDS is shorter than ATTEMPT_TIMEOUT_SECONDS=$ATTEMPT_TIMEOUT_SECONDS + 30: a redelivery could take over a claim whose attempt is still running. Raise CLAIM_LEASE_SECONDS to at least $((ATTEMPT_TIMEOUT_SECONDS + 30)) or lower RESPONDER_TIMEOUT."
+  export ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS
+}
+
 entry_point() { case $1 in webhook) say webhook ;; transcriber) say transcribe ;; responder) say respond ;; esac }
-trigger_topic() { case $1 in transcriber) say "$TOPIC_AUDIO" ;; responder) say "$TOPIC_TEXT" ;; esac }
+source_topic() { case $1 in transcriber) say "$TOPIC_AUDIO" ;; responder) say "$TOPIC_TEXT" ;; esac }
 service_account() { say "$PREFIX-$1@$PROJECT.iam.gserviceaccount.com"; }
+# The identity Pub/Sub pushes as (OIDC): it may invoke its one function and nothing else.
+invoker_account() { say "$PREFIX-$1-push@$PROJECT.iam.gserviceaccount.com"; }
+push_subscription() { say "$PREFIX-$1-push"; }
 
 # The environment variable each secret is read from, and its Secret Manager name.
 secret_vars() { case $1 in webhook) say "WHATSAPP_APP_SECRET WHATSAPP_VERIFY_TOKEN" ;; *) say "WHATSAPP_TOKEN OPENAI_API_KEY" ;; esac }
@@ -98,7 +129,8 @@ env_vars() {
     responder) say "WHATSAPP_API_BASE WHATSAPP_API_VERSION GRAPH_TIMEOUT_SECONDS OPENAI_BASE_URL OPENAI_MODEL
       OPENAI_TIMEOUT_SECONDS OPENAI_MAX_RETRIES SYSTEM_PROMPT VOICE_PROMPT VOICE_MODE HELP_TEXT
       RESET_TEXT UNSUPPORTED_TEXT VOICE_FAILED_TEXT MODEL_ERROR_TEXT HISTORY_MAX_CHARS
-      HISTORY_MAX_TURNS HISTORY_TTL_DAYS CLAIM_LEASE_SECONDS CLAIM_TTL_DAYS OPENAI_MAX_TOKENS
+      HISTORY_MAX_TURNS HISTORY_TTL_DAYS ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS CLAIM_TTL_DAYS
+      OPENAI_MAX_TOKENS
       ADMIN_USERS MAX_TURNS_PER_DAY MAX_TOKENS_PER_DAY MAX_AUDIO_SECONDS_PER_DAY LIMITS_TIMEZONE DAILY_TOKEN_BUDGET BUDGET_SHARDS GUARDRAILS_CACHE_SECONDS MAX_REPLY_PARTS MAX_MESSAGE_AGE_HOURS ECHO_PAUSE_HOURS NOT_ALLOWED_TEXT LIMIT_TEXT BUSY_TEXT SHORTENED_TEXT" ;;
   esac
   say "${EXTRA_ENV_VARS:-}"
@@ -121,15 +153,24 @@ setting() {
   printf '%s' "${!var:-${sizes[$index]}}"
 }
 
-# ack_deadline: Pub/Sub waits for the responder's answer as long as the responder may run (gcloud
-# takes 120s, 2m, 1h or plain seconds), within Pub/Sub's 10..600 seconds.
+# timeout_seconds NAME: the function's TIMEOUT in seconds (gcloud takes 120, 120s, 2m, 1h30m).
+timeout_seconds() {
+  local timeout rest seconds=0 number
+  timeout=$(setting "$1" TIMEOUT) rest=$(setting "$1" TIMEOUT)
+  [[ $rest =~ ^([0-9]+[hms]?)+$ ]] || die "$(upper "$1")_TIMEOUT=$timeout is not a duration like 120s, 5m or 1h"
+  while [[ $rest =~ ^([0-9]+)([hms]?)(.*)$ ]]; do
+    number=$((10#${BASH_REMATCH[1]}))
+    case ${BASH_REMATCH[2]} in h) number=$((number * 3600)) ;; m) number=$((number * 60)) ;; esac
+    seconds=$((seconds + number)) rest=${BASH_REMATCH[3]}
+  done
+  say "$seconds"
+}
+
+# ack_deadline NAME: Pub/Sub waits for the function's answer as long as it may run, within Pub/Sub's
+# 10..600 seconds; a push not answered by then is redelivered.
 ack_deadline() {
-  local timeout seconds=600
-  timeout=$(setting responder TIMEOUT)
-  if [[ $timeout =~ ^([0-9]+)(s|m|h)?$ ]]; then
-    seconds=$((10#${BASH_REMATCH[1]}))
-    case ${BASH_REMATCH[2]} in m) seconds=$((seconds * 60)) ;; h) seconds=$((seconds * 3600)) ;; esac
-  fi
+  local seconds
+  seconds=$(timeout_seconds "$1")
   if ((seconds < 10)); then seconds=10; fi
   if ((seconds > 600)); then seconds=600; fi
   say "$seconds"
@@ -198,7 +239,7 @@ grant() {
 enable_apis() {
   step "APIs"
   mutate services enable cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com \
-    artifactregistry.googleapis.com eventarc.googleapis.com pubsub.googleapis.com \
+    artifactregistry.googleapis.com pubsub.googleapis.com \
     secretmanager.googleapis.com firestore.googleapis.com iam.googleapis.com logging.googleapis.com \
     cloudresourcemanager.googleapis.com
 }
@@ -233,6 +274,24 @@ ensure_messaging() {
       --message-retention-duration=7d --expiration-period=never
   # Pub/Sub itself moves a message to the dead-letter topic, as its service agent.
   grant roles/pubsub.publisher "serviceAccount:$PUBSUB_AGENT" "$DLQ_TOPIC" pubsub topics
+}
+
+# Two bots in one project must not read each other's topics: another prefix's push subscription
+# on our topic would answer our users with the other bot (and we theirs). Checked before anything
+# changes.
+check_topics_are_ours() {
+  local name topic sub rows rest
+  rows=$(query pubsub subscriptions list --format='value(name,topic)') || return 0
+  for name in transcriber responder; do
+    case " $SELECTED " in *" $name "*) ;; *) continue ;; esac
+    topic="projects/$PROJECT/topics/$(source_topic "$name")"
+    while IFS=$'\t' read -r sub rest; do
+      sub=${sub##*/}
+      if [ "$rest" = "$topic" ] && [[ $sub == *-"$name"-push ]] && [ "$sub" != "$(push_subscription "$name")" ]; then
+        die "topic ${topic##*/} is already read by $sub (another NAME_PREFIX): give this bot its own TOPIC_AUDIO and TOPIC_TEXT"
+      fi
+    done <<<"$rows"
+  done
 }
 
 ensure_firestore() {
@@ -276,21 +335,48 @@ ensure_identity() {
       retry mutate projects add-iam-policy-binding "$PROJECT" --member="$member" \
         --role=roles/datastore.user --condition=None --format=none ;;
   esac
-  # Event functions: the same account is the Eventarc trigger's identity, and Pub/Sub mints
-  # its push tokens (needed on projects created before April 2021).
-  if [ "$name" != webhook ]; then
-    grant roles/iam.serviceAccountTokenCreator "serviceAccount:$PUBSUB_AGENT" "$sa" iam service-accounts
-  fi
 }
 
-# stage NAME DIR: the function's folder plus common/, which is all that gcloud uploads.
+# The push identity of a Pub/Sub-driven function: no roles of its own; run.invoker on its one
+# function comes once the function exists (allow_push). Pub/Sub's agent mints its OIDC tokens
+# (needed on projects created before April 2021).
+ensure_invoker() {
+  local name=$1 invoker
+  invoker=$(invoker_account "$name")
+  exists iam service-accounts describe "$invoker" ||
+    mutate iam service-accounts create "$(push_subscription "$name")" --display-name="WhatsBot push to $name"
+  grant roles/iam.serviceAccountTokenCreator "serviceAccount:$PUBSUB_AGENT" "$invoker" iam service-accounts
+}
+
+# roles/run.invoker on this function's Cloud Run service, for its push identity only.
+allow_push() {
+  retry mutate functions add-invoker-policy-binding "$PREFIX-$1" --region="$REGION" \
+    --member="serviceAccount:$(invoker_account "$1")" --format=none
+}
+
+# stage NAME DIR: the function's folder plus common/, which is all that gcloud uploads. Lock
+# inputs (requirements*.in) and other variants stay home; the transcriber's google/sphinx backends
+# need the speech lock, staged as the requirements.txt the builder installs.
 stage() {
-  local name=$1 dest="$2/$1"
+  local name=$1 dest="$2/$1" backend speech
   [ -f "$ROOT/functions/$name/main.py" ] || die "functions/$name/main.py is missing"
   rm -rf "$dest" && mkdir -p "$dest"
   cp -R "$ROOT/functions/$name/." "$dest/"
   cp -R "$ROOT/common" "$dest/common"
   find "$dest" -name __pycache__ -type d -prune -exec rm -rf {} +
+  rm -f "$dest"/requirements*.in "$dest"/requirements-*.txt
+  if [ "$name" = transcriber ]; then
+    backend=${TRANSCRIBE_BACKEND:-openai}
+    case $backend in
+      openai) ;;
+      google | sphinx)
+        speech="$ROOT/functions/transcriber/requirements-speech.txt"
+        [ -f "$speech" ] ||
+          die "TRANSCRIBE_BACKEND=$backend needs functions/transcriber/requirements-speech.txt (the locked speech dependencies): it is missing"
+        cp "$speech" "$dest/requirements.txt" ;;
+      *) die "TRANSCRIBE_BACKEND must be openai, google or sphinx, got '$backend'" ;;
+    esac
+  fi
   say "$dest"
 }
 
@@ -332,69 +418,158 @@ deploy_function() {
     --memory="$(setting "$name" MEMORY)" --cpu="$(setting "$name" CPU)"
     --timeout="$(setting "$name" TIMEOUT)" --concurrency="$(setting "$name" CONCURRENCY)"
     --min-instances="$(setting "$name" MIN_INSTANCES)" --max-instances="$(setting "$name" MAX_INSTANCES)"
-    --env-vars-file="$BUILD_DIR/$name.env.yaml" --set-secrets="$secrets")
+    --env-vars-file="$BUILD_DIR/$name.env.yaml" --set-secrets="$secrets" --trigger-http)
   if [ "$name" = webhook ]; then
-    args+=(--trigger-http --allow-unauthenticated) # Meta calls it; the signature check guards it
+    args+=(--allow-unauthenticated) # Meta calls it; the signature check guards it
   else
-    args+=(--trigger-topic="$(trigger_topic "$name")" --trigger-service-account="$sa" --retry)
+    args+=(--no-allow-unauthenticated) # only its push subscription's identity may call it
   fi
   mutate "${args[@]}"
 }
 
-# The Eventarc trigger made by --trigger-topic owns the subscription that pushes to the function:
-# let its service account invoke the function, and give the subscription a dead-letter topic.
-connect_trigger() {
-  local name=$1 fn="$PREFIX-$1" trigger subscription
-  trigger=$(query functions describe "$fn" --gen2 --region="$REGION" --format='value(eventTrigger.trigger)') ||
-    trigger=
-  [ -n "$trigger" ] || [ "$DRY_RUN" = 1 ] || die "$fn has no Eventarc trigger"
-  trigger=${trigger:-TRIGGER_OF_$(upper "$fn")}
-  subscription=$(query eventarc triggers describe "${trigger##*/}" --location="$REGION" \
-    --format='value(transport.pubsub.subscription)') || subscription=
-  [ -n "$subscription" ] || [ "$DRY_RUN" = 1 ] || die "no subscription found for trigger $trigger"
-  subscription=${subscription:-SUBSCRIPTION_OF_$(upper "$fn")_TRIGGER}
-  retry mutate functions add-invoker-policy-binding "$fn" --region="$REGION" \
-    --member="serviceAccount:$(service_account "$name")" --format=none
-  mutate pubsub subscriptions update "$subscription" --dead-letter-topic="$DLQ_TOPIC" \
-    --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS"
-  grant roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "$subscription" pubsub subscriptions
+function_url() {
+  local url
+  url=$(query functions describe "$PREFIX-$1" --gen2 --region="$REGION" --format='value(serviceConfig.uri)') || url=
+  [ -n "$url" ] || [ "$DRY_RUN" = 1 ] || die "$PREFIX-$1 has no URL"
+  say "${url:-https://URL_OF_$(upper "$PREFIX-$1")}"
 }
 
-# Dead letters (from either trigger) are also pushed to the responder, which sends the user the
-# stored reply or an apology, once (common/responder.py, give_up). The push carries an OIDC token
-# of the responder's account, which may invoke it (connect_trigger) and whose tokens the Pub/Sub
-# agent may mint (ensure_identity). No dead-letter policy here, so nothing loops: a failed push is
-# retried with backoff while the message is retained (7 days). Never expires, like the inspection
-# subscription: dead letters may not come for months.
+# ------------------------------------------------------------------------------ subscriptions
+# What describe prints for a subscription, and what we want it to print (one tab-separated line:
+# gcloud shows durations in seconds, "True" for ordering, nothing for a never-expiring one).
+SUBSCRIPTION_FIELDS="topic,pushConfig.pushEndpoint,pushConfig.oidcToken.serviceAccountEmail,ackDeadlineSeconds"
+SUBSCRIPTION_FIELDS+=",deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts"
+SUBSCRIPTION_FIELDS+=",retryPolicy.minimumBackoff,retryPolicy.maximumBackoff,messageRetentionDuration"
+SUBSCRIPTION_FIELDS+=",expirationPolicy.ttl,enableMessageOrdering"
+MIN_RETRY_DELAY=10s MAX_RETRY_DELAY=600s RETENTION=7d RETENTION_SECONDS=604800s
+
+# ensure_subscription NAME TOPIC URL PUSH_ACCOUNT ACK DLQ ORDERED: describe, then create with every
+# setting at once or converge what `update` can change. URL "" = no push yet (messages wait).
+# DLQ "" = no dead-letter policy. What cannot change (topic, ordering) is reported in RECREATE.
+ensure_subscription() {
+  local sub=$1 topic=$2 url=$3 account=$4 ack=$5 dlq=$6 ordered=$7 have want settings=()
+  settings=(--ack-deadline="$ack" --min-retry-delay="$MIN_RETRY_DELAY" --max-retry-delay="$MAX_RETRY_DELAY"
+    --message-retention-duration="$RETENTION" --expiration-period=never)
+  [ -z "$url" ] || settings+=(--push-endpoint="$url" --push-auth-service-account="$account")
+  [ -z "$dlq" ] || settings+=(--dead-letter-topic="$dlq" --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS")
+  want="projects/$PROJECT/topics/$topic"$'\t'"$url"$'\t'"${url:+$account}"$'\t'"$ack"
+  want+=$'\t'"${dlq:+projects/$PROJECT/topics/$dlq}"$'\t'"${dlq:+$MAX_DELIVERY_ATTEMPTS}"
+  want+=$'\t'"$MIN_RETRY_DELAY"$'\t'"$MAX_RETRY_DELAY"$'\t'"$RETENTION_SECONDS"$'\t'$'\t'"${ordered:+True}"
+  if ! exists pubsub subscriptions describe "$sub"; then
+    mutate pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" ${ordered:+--enable-message-ordering}
+    return 0
+  fi
+  have=$(query pubsub subscriptions describe "$sub" --format="value($SUBSCRIPTION_FIELDS)") || have=
+  if [ "$have" = "$want" ]; then
+    say "   $sub: unchanged"
+    return 0
+  fi
+  if [ "${have%%$'\t'*}" != "projects/$PROJECT/topics/$topic" ] || [ "${have##*$'\t'}" != "${ordered:+True}" ]; then
+    recreate_advice "$sub" "$topic" "${settings[@]}" ${ordered:+--enable-message-ordering}
+  fi
+  mutate pubsub subscriptions update "$sub" "${settings[@]}"
+}
+
+# A subscription's topic and ordering are fixed at creation. Moving its backlog to a new one
+# without a gap: a snapshot keeps what is unacked plus everything published after it, and a seek
+# hands that to the new subscription (duplicates are harmless: the responder claims each id).
+recreate_advice() {
+  local sub=$1 topic=$2 line
+  shift 2
+  line=$(show "" gcloud pubsub subscriptions create "$sub" --topic="$topic" "$@" --project="$PROJECT" 3>&1)
+  RECREATE+="
+$sub must be made again (its topic or message ordering cannot change). Run, in this order:
+  gcloud pubsub snapshots create $sub-recreate --subscription=$sub --project=$PROJECT
+  gcloud pubsub subscriptions delete $sub --project=$PROJECT
+ $line
+  gcloud pubsub subscriptions seek $sub --snapshot=$sub-recreate --project=$PROJECT
+  gcloud pubsub snapshots delete $sub-recreate --project=$PROJECT
+then ./deploy.sh again (it grants what the new subscription needs). If its topic changed, the
+snapshot (old topic) cannot be seeked to: skip the seek and wait until $sub has no unacked
+messages before deleting it.
+"
+}
+
+# The push subscription that feeds NAME: ordered by user, OIDC as its push identity, dead-lettered,
+# acked when the function answers (ack deadline = its timeout), messages kept 7 days.
+ensure_push() {
+  local name=$1 url=$2 sub
+  sub=$(push_subscription "$name")
+  ensure_subscription "$sub" "$(source_topic "$name")" "$url" "$(invoker_account "$name")" \
+    "$(ack_deadline "$name")" "$DLQ_TOPIC" ordered
+  # Dead-lettering: Pub/Sub's agent acks the failed message on this subscription.
+  grant roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "$sub" pubsub subscriptions
+}
+
+# deploy_pushed NAME: a private HTTP function fed by its own push subscription.
+deploy_pushed() {
+  local name=$1
+  ensure_invoker "$name"
+  migrate_from_eventarc "$name"
+  deploy_function "$name"
+  allow_push "$name"
+  finish_migration "$name"
+  step "$name: push subscription $(push_subscription "$name")"
+  ensure_push "$name" "$(function_url "$name")"
+}
+
+# ------------------------------------------------------------------------------ migration
+# A project deployed by the previous deploy.sh has NAME as an Eventarc-triggered function
+# (eventTrigger in describe). gcloud cannot turn a gen2 function's trigger into HTTP in place,
+# and the name (and so the URL and the logs) should stay, so the script does it in steps:
+#   1. create our subscription WITHOUT a push endpoint: from now on every message waits in it,
+#      and waiting counts no delivery attempt (a push to a missing endpoint would, and could
+#      dead-letter messages during the minutes of a build);
+#   2. snapshot the trigger's own subscription: its backlog (failed messages awaiting a retry)
+#      plus everything published after, so nothing is lost when the trigger goes;
+#   3. delete the old function (its trigger and subscription go with it);
+#   4. deploy the HTTP function under the same name, let the push identity invoke it;
+#   5. seek our subscription to the snapshot (finish_migration), delete the snapshot, and only
+#      then give the subscription its push endpoint: the waiting messages flow, in order.
+# Messages the old function handled between steps 1 and 3 may arrive twice; the responder's claim
+# answers each message id once. A run that stops half-way resumes: step 5 runs whenever the
+# snapshot exists.
+migrate_from_eventarc() {
+  local name=$1 fn="$PREFIX-$1" trigger old sub
+  trigger=$(query functions describe "$fn" --gen2 --region="$REGION" --format='value(eventTrigger.trigger)') || trigger=
+  [ -n "$trigger" ] || return 0
+  sub=$(push_subscription "$name")
+  step "$name: move $fn from its Eventarc trigger to $sub (nothing is lost: messages wait in $sub)"
+  old=$(query eventarc triggers describe "${trigger##*/}" --location="$REGION" \
+    --format='value(transport.pubsub.subscription)') || old=
+  [ -n "$old" ] || die "cannot find the subscription of $trigger: nothing was changed for $fn"
+  ensure_subscription "$sub" "$(source_topic "$name")" "" "" "$(ack_deadline "$name")" "$DLQ_TOPIC" ordered
+  grant roles/pubsub.subscriber "serviceAccount:$PUBSUB_AGENT" "$sub" pubsub subscriptions
+  mutate pubsub snapshots create "$sub-migrate" --subscription="$old"
+  mutate functions delete "$fn" --gen2 --region="$REGION" --quiet
+  # The old deploy let Pub/Sub's agent mint tokens of the function's own account: no longer used.
+  mutate iam service-accounts remove-iam-policy-binding "$(service_account "$name")" \
+    --member="serviceAccount:$PUBSUB_AGENT" --role=roles/iam.serviceAccountTokenCreator --format=none || true
+}
+
+finish_migration() {
+  local sub
+  sub=$(push_subscription "$1")
+  if [ "$DRY_RUN" = 1 ] || ! exists pubsub snapshots describe "$sub-migrate"; then return 0; fi
+  mutate pubsub subscriptions seek "$sub" --snapshot="$sub-migrate"
+  mutate pubsub snapshots delete "$sub-migrate" --quiet
+}
+
+# Dead letters (from either subscription) are also pushed to the responder, which sends the user
+# the stored reply or an apology, once (common/responder.py, give_up). The push carries an OIDC
+# token of the responder's push identity, as its own subscription does. No dead-letter policy or
+# ordering here, so nothing loops: a failed push is retried with backoff while the message is
+# retained (7 days). Never expires: dead letters may not come for months.
 ensure_dead_letter_route() {
-  local fn="$PREFIX-responder" sa url ack have want topic settings
-  sa=$(service_account responder)
-  step "responder: dead letters to $fn ($APOLOGY_SUBSCRIPTION)"
-  url=$(query functions describe "$fn" --gen2 --region="$REGION" --format='value(serviceConfig.uri)') || url=
-  [ -n "$url" ] || [ "$DRY_RUN" = 1 ] || die "$fn has no URL"
-  url=${url:-https://URL_OF_$(upper "$fn")}
-  ack=$(ack_deadline)
-  topic="projects/$PROJECT/topics/$DLQ_TOPIC"
-  settings=(--push-endpoint="$url" --push-auth-service-account="$sa" --ack-deadline="$ack"
-    --min-retry-delay=10s --max-retry-delay=600s)
-  if exists pubsub subscriptions describe "$APOLOGY_SUBSCRIPTION"; then
-    have=$(query pubsub subscriptions describe "$APOLOGY_SUBSCRIPTION" \
-      --format='value(topic,pushConfig.pushEndpoint,pushConfig.oidcToken.serviceAccountEmail,ackDeadlineSeconds)') ||
-      have=
-    want="$topic"$'\t'"$url"$'\t'"$sa"$'\t'"$ack"
-    if [ "$have" = "$want" ]; then
-      say "   $APOLOGY_SUBSCRIPTION: unchanged"
-      return 0
-    fi
-    if [[ $have == "$topic"$'\t'* ]]; then
-      mutate pubsub subscriptions update "$APOLOGY_SUBSCRIPTION" "${settings[@]}"
-      return 0
-    fi
-    # A subscription cannot change topic (TOPIC_DEAD_LETTER changed): make it again.
+  local have
+  step "responder: dead letters to $PREFIX-responder ($APOLOGY_SUBSCRIPTION)"
+  have=$(query pubsub subscriptions describe "$APOLOGY_SUBSCRIPTION" --format='value(topic)') || have=
+  if [ -n "$have" ] && [ "$have" != "projects/$PROJECT/topics/$DLQ_TOPIC" ]; then
+    # TOPIC_DEAD_LETTER changed: the old topic gets no more dead letters; make it again.
     mutate pubsub subscriptions delete "$APOLOGY_SUBSCRIPTION" --quiet
   fi
-  mutate pubsub subscriptions create "$APOLOGY_SUBSCRIPTION" --topic="$DLQ_TOPIC" "${settings[@]}" \
-    --expiration-period=never
+  ensure_subscription "$APOLOGY_SUBSCRIPTION" "$DLQ_TOPIC" "$(function_url responder)" \
+    "$(invoker_account responder)" "$(ack_deadline responder)" "" ""
 }
 
 print_next_steps() {
@@ -415,6 +590,8 @@ In the Meta app (developers.facebook.com > your app > WhatsApp > Configuration >
      gcloud functions logs read --region=$REGION --project=$PROJECT --limit=50
 Messages that failed $MAX_DELIVERY_ATTEMPTS times wait in $DLQ_SUBSCRIPTION:
      gcloud pubsub subscriptions pull $DLQ_SUBSCRIPTION --project=$PROJECT --limit=10
+Set up the alert on WhatsApp token errors (README, "Watch it run"): log filter
+     severity=ERROR AND jsonPayload.alert="graph_auth"
 EOF
   case " $SELECTED " in
     *" responder "*) say "They also go to $PREFIX-responder ($APOLOGY_SUBSCRIPTION): the user gets the reply or an apology." ;;
@@ -431,7 +608,9 @@ preflight() {
 
 deploy() {
   local name var vars=""
+  RECREATE=""
   preflight
+  check_topics_are_ours
   enable_apis
   step "Secrets (Secret Manager)"
   for name in $SELECTED; do
@@ -443,11 +622,11 @@ deploy() {
   case " $SELECTED " in *" responder "*) ensure_firestore ;; esac
   for name in $SELECTED; do
     ensure_identity "$name"
-    deploy_function "$name"
-    [ "$name" = webhook ] || connect_trigger "$name"
+    if [ "$name" = webhook ]; then deploy_function webhook; else deploy_pushed "$name"; fi
     [ "$name" != responder ] || ensure_dead_letter_route
   done
   print_next_steps
+  [ -z "$RECREATE" ] || die "deployed, but a setting could not be changed in place:$RECREATE"
 }
 
 confirm_destroy() {
@@ -459,17 +638,25 @@ confirm_destroy() {
 }
 
 destroy() {
-  local name fn sa var
+  local name fn sa var sub
   confirm_destroy
   for name in $SELECTED; do
     fn="$PREFIX-$name" sa=$(service_account "$name")
     step "$name: delete"
-    # The push of dead letters to the responder goes first: it names the responder and its account.
+    # What pushes to the function goes first: it names the function and the push identity.
     if [ "$name" = responder ] && exists pubsub subscriptions describe "$APOLOGY_SUBSCRIPTION"; then
       mutate pubsub subscriptions delete "$APOLOGY_SUBSCRIPTION" --quiet
     fi
+    if [ "$name" != webhook ]; then
+      sub=$(push_subscription "$name")
+      if exists pubsub subscriptions describe "$sub"; then mutate pubsub subscriptions delete "$sub" --quiet; fi
+      if exists pubsub snapshots describe "$sub-migrate"; then mutate pubsub snapshots delete "$sub-migrate" --quiet; fi
+    fi
     if exists functions describe "$fn" --gen2 --region="$REGION"; then
-      mutate functions delete "$fn" --gen2 --region="$REGION" --quiet # its trigger goes with it
+      mutate functions delete "$fn" --gen2 --region="$REGION" --quiet
+    fi
+    if [ "$name" != webhook ] && exists iam service-accounts describe "$(invoker_account "$name")"; then
+      mutate iam service-accounts delete "$(invoker_account "$name")" --quiet
     fi
     if exists iam service-accounts describe "$sa"; then
       # A project-level grant would outlive its account as "deleted:serviceAccount:…".

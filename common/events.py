@@ -1,7 +1,7 @@
 """Decode the CloudEvent a Pub/Sub-triggered function receives into our envelope.
 
-Both shapes carry `data.message.data` (base64): Eventarc's CloudEvent on GCP, and the raw push
-body that functions-framework converts locally.
+On Google Cloud and locally alike, our own push subscription POSTs the raw push body, which
+functions-framework converts into a CloudEvent whose `data.message.data` is the base64 envelope.
 """
 
 from __future__ import annotations
