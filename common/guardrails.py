@@ -64,6 +64,11 @@ class Guard:
         log.info("the business answered from the app: paused", message_id=envelope.message_id)
         return True
 
+    def reads(self, envelope: Envelope) -> bool:
+        """Whether the bot shows blue ticks and 'typing…': not for a stranger or an over-limit
+        voice note (at most one short notice follows), nor in a chat a human has taken over."""
+        return not envelope.refused and not self.paused(envelope)
+
     def paused(self, envelope: Envelope) -> bool:
         """A human has this chat (/pause, or an echo): the bot neither reads nor answers. Admins
         are never paused. Reads the cached pause document only when pauses are possible."""

@@ -125,7 +125,7 @@ class Responder:
             log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
-        if not self.guard.paused(envelope):  # a human has the chat: no blue ticks, no typing
+        if self.guard.reads(envelope):  # not for strangers, nor where a human has the chat
             self._mark_read(envelope, deadline)
         reply = self._answer(envelope, claim, deadline)
         if reply is not None:  # None: a guardrail keeps the bot silent

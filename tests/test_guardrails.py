@@ -121,6 +121,7 @@ def test_a_stranger_gets_one_not_allowed_text_a_day_and_nothing_else(
         assert deliver(responder, envelope) == 200
     assert deliver(responder, published[0]) == 200  # a redelivery changes nothing
     assert bodies(graph) == [TEXT_DEFAULTS["NOT_ALLOWED_TEXT"]]
+    assert graph.reads() == []  # no blue ticks and no "typing…" that no answer follows
     assert model.chats() == []
     assert not [r for r in graph.requests if "1908647269898587" in r.path or r.path.startswith("/download")]
 
