@@ -98,6 +98,9 @@ class Responder:
             raise RetryLater("an attempt is still working on it")
 
         def finish() -> None:
+            if envelope.refused:  # a guardrail's notice (or an echo): nothing to apologise for
+                self.claims.done(envelope.message_id, claim)
+                return
             stored = None
             if self._user_words(envelope) is not None:
                 stored = self.history.load(envelope.user).reply_to(envelope.message_id)

@@ -174,7 +174,8 @@ def test_the_limit_reply_comes_once_then_silence_and_usage_tells_what_is_left(
     usage = bodies(graph)[-1]
     assert "messages answered: 2 used, 0 left" in usage
     assert "tokens: 20 used, 30 left" in usage
-    assert deliver(responder, text("three", user)) == 200
+    three = text("three", user)
+    assert [deliver(responder, three) for _ in range(2)] == [200, 200]  # a redelivery: still one reply
     assert deliver(responder, text("four", user)) == 200
     sent = bodies(graph)
     assert len(model.chats()) == 2
@@ -381,3 +382,16 @@ def test_make_dev_names_a_simulator_admin_and_the_page_offers_it(monkeypatch: py
     assert {"key": SIMULATOR_ADMIN, "name": "Admin"}.items() <= next(
         u for u in state["users"] if u["key"] == SIMULATOR_ADMIN
     ).items()
+
+
+def test_the_day_ends_at_midnight_in_limits_timezone() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from common.policy import Policy
+
+    policy = replace(Policy.from_env(), timezone=ZoneInfo("America/Los_Angeles"))
+    late_evening = datetime(2026, 11, 27, 7, 30, tzinfo=UTC)  # 23:30 on the 26th in Los Angeles
+    assert policy.day(late_evening) == "2026-11-26"
+    assert policy.resets_at(late_evening) == "2026-11-27 00:00 PST"
+    assert replace(policy, timezone=ZoneInfo("UTC")).day(late_evening) == "2026-11-27"
