@@ -14,6 +14,8 @@ help: ## This list.
 setup: $(VENV)/.installed ## Create .venv and install everything the tests and local runs need, as locked.
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "Chromium is needed by the browser test: sudo apt-get install -y chromium chromium-driver"; exit 1; }
+	@command -v espeak-ng >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
+	@command -v espeak-ng >/dev/null || { echo "espeak-ng speaks the offline model's voice replies (make dev, browser test): sudo apt-get install -y espeak-ng"; exit 1; }
 
 # pip checks every download against the lock's sha256; --prune removes what the lock no longer lists.
 $(VENV)/.installed: $(DEV_LOCK)

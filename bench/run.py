@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from bench import firestore_ops, imports, speech
+from bench import firestore_ops, imports, speech, voice
 from bench.load import percentile
 from bench.load import run as load
 from local import emulators as emu
@@ -180,6 +180,13 @@ def table(results: dict[str, Any]) -> str:
         f"openai path: {s['openai_conversions']} conversions, "
         f"bytes sent identical: {s['openai_bytes_identical']} ({s['openai_filename']})",
     ]
+    v = results["voice"]
+    lines += [
+        "",
+        f"voice reply, offline synthesizer, {v['chars']} characters: spoken in {v['speak_ms']} ms, "
+        f"uploaded in {v['upload_ms']} ms (total {v['total_ms']} ms); {v['bytes']} bytes for "
+        f"{v['seconds']} s of speech = {v['bytes_per_second']} bytes/s; re-encoded: {v['reencoded']}",
+    ]
     return "\n".join(lines)
 
 
@@ -203,6 +210,7 @@ def main() -> None:
             )
             results["speech"] = speech.measure(env_for(emulators, graph, model), graph, model)
         results["imports"] = imports.measure()
+        results["voice"] = voice.measure(graph)
     finally:
         graph.close()
         model.close()

@@ -52,6 +52,7 @@ class Claim:
     parts_sent: int = 0
     token: str = ""
     version: Any = None  # update time of this attempt's last write to the claim
+    media_id: str | None = None  # a voice note uploaded but maybe not sent (kept by `release`)
 
 
 def doc_id(key: str) -> str:
@@ -95,12 +96,13 @@ class Claims:
         if not snapshot.exists or (lease_until and lease_until > now):
             return Claim(Outcome.BUSY)  # live (or just deleted by its TTL): let the next try decide
         parts_sent = int(data.get("partsSent") or 0)
+        media_id = data.get("mediaId") if isinstance(data.get("mediaId"), str) else None
         try:
             option = self.db.write_option(last_update_time=snapshot.update_time)
             result = ref.update(self._working(token, now, parts_sent), option=option)
         except (exceptions.FailedPrecondition, exceptions.NotFound):
             return Claim(Outcome.BUSY)  # another attempt took it over first
-        return Claim(Outcome.TAKEN_OVER, parts_sent, token, result.update_time)
+        return Claim(Outcome.TAKEN_OVER, parts_sent, token, result.update_time, media_id)
 
     def _fenced(self, message_id: str, claim: Claim, fields: dict[str, Any]) -> None:
         """Write only if nothing touched the claim since this attempt's last write."""
@@ -123,6 +125,10 @@ class Claims:
         self._fenced(message_id, claim, fields)
 
     def release(self, message_id: str, claim: Claim, parts_sent: int | None = None) -> None:
-        """End the lease now (a retriable failure), so the redelivery takes over at once."""
+        """End the lease now (a retriable failure), so the redelivery takes over at once; an
+        uploaded voice note's media id rides along, so the retry sends it without a new upload."""
         sent = claim.parts_sent if parts_sent is None else parts_sent
-        self._fenced(message_id, claim, {"leaseUntil": EPOCH, "partsSent": sent})
+        fields: dict[str, Any] = {"leaseUntil": EPOCH, "partsSent": sent}
+        if claim.media_id:
+            fields["mediaId"] = claim.media_id
+        self._fenced(message_id, claim, fields)

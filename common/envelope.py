@@ -21,6 +21,28 @@ class MediaRef:
     mime_type: str | None = None
     sha256: str | None = None
     voice: bool = False
+    filename: str | None = None  # a document's name as the sender's phone gave it
+    animated: bool = False  # an animated sticker
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A shared location."""
+
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A shared contact card."""
+
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    organization: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +57,8 @@ class Envelope:
     profile_name: str | None = None
     context_id: str | None = None
     media: MediaRef | None = None
+    location: Place | None = None
+    contacts: tuple[Card, ...] = ()
     transcript: bool = False  # text is the transcript of a voice note
     transcription_error: str | None = None  # the voice note could not be transcribed: why
     refused: str | None = None  # a guardrail stopped it before the model (see common/guardrails.py)
@@ -43,7 +67,7 @@ class Envelope:
 
     @classmethod
     def from_message(cls, message: Message) -> Envelope:
-        media = message.media
+        media, place = message.media, message.location
         return cls(
             message_id=message.id,
             user=message.user,
@@ -54,7 +78,13 @@ class Envelope:
             text=message.text,
             profile_name=message.profile_name,
             context_id=message.context_id,
-            media=MediaRef(media.id, media.mime_type, media.sha256, media.voice) if media else None,
+            media=MediaRef(
+                media.id, media.mime_type, media.sha256, media.voice, media.filename, media.animated
+            )
+            if media
+            else None,
+            location=Place(place.latitude, place.longitude, place.name, place.address) if place else None,
+            contacts=tuple(Card(c.name, c.phones, c.emails, c.organization) for c in message.contacts),
         )
 
     def with_transcript(self, text: str) -> Envelope:
@@ -68,7 +98,7 @@ class Envelope:
         return {"message_id": self.message_id, "type": self.type}
 
     def to_bytes(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+        data = {k: v for k, v in asdict(self).items() if v is not None and v is not False and v != ()}
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -76,10 +106,23 @@ class Envelope:
         """Decode; raises ValueError on anything that is not a valid envelope."""
         try:
             known = _known(cls, json.loads(data))
-            media = known.pop("media", None)
-            return cls(**known, media=MediaRef(**_known(MediaRef, media)) if media else None)
+            media, place = known.pop("media", None), known.pop("location", None)
+            cards = known.pop("contacts", None) or []
+            return cls(
+                **known,
+                media=MediaRef(**_known(MediaRef, media)) if media else None,
+                location=Place(**_known(Place, place)) if place else None,
+                contacts=tuple(_card(card) for card in cards),
+            )
         except (TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a message envelope: {exc}") from exc
+
+
+def _card(raw: Any) -> Card:
+    fields = _known(Card, raw)
+    for key in ("phones", "emails"):
+        fields[key] = tuple(str(v) for v in fields.get(key) or ())
+    return Card(**fields)
 
 
 def _known(record: type, raw: Any) -> dict[str, Any]:

@@ -142,6 +142,33 @@ class GraphClient:
             "type": "text",
             "text": {"body": body, "preview_url": False},
         }
+        return self._message(phone_number_id, to, payload, reply_to, timeout)
+
+    def send_audio(
+        self,
+        phone_number_id: str,
+        to: str,
+        media_id: str,
+        reply_to: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Send an uploaded OGG/Opus file as a voice note (`voice: true`: the round play button)."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "type": "audio",
+            "audio": {"id": media_id, "voice": True},
+        }
+        return self._message(phone_number_id, to, payload, reply_to, timeout)
+
+    def _message(
+        self,
+        phone_number_id: str,
+        to: str,
+        payload: dict[str, Any],
+        reply_to: str | None,
+        timeout: float | None,
+    ) -> str:
         payload["recipient" if BSUID.match(to) else "to"] = to
         if reply_to:
             payload["context"] = {"message_id": reply_to}
@@ -149,6 +176,27 @@ class GraphClient:
         answer = self._call("POST", url, timeout=timeout, json=payload).json()
         messages = answer.get("messages") if isinstance(answer, dict) else None
         return str(messages[0].get("id", "")) if messages else ""
+
+    def upload_media(
+        self,
+        phone_number_id: str,
+        data: bytes,
+        mime_type: str,
+        filename: str,
+        timeout: float | None = None,
+    ) -> str:
+        """Upload a file for sending (multipart: file, type, messaging_product); returns its media id."""
+        url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/media"
+        form = {"messaging_product": "whatsapp", "type": mime_type}
+        files = {"file": (filename, data, mime_type)}
+        response = self._call("POST", url, timeout=timeout, data=form, files=files)
+        try:
+            media_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            media_id = None
+        if not isinstance(media_id, str) or not media_id:  # a proxy's page, a cut-off answer
+            raise GraphError(response.status_code, None, "the upload answer has no media id", retriable=True)
+        return media_id
 
     def mark_read(
         self, phone_number_id: str, message_id: str, typing: bool = True, timeout: float | None = None

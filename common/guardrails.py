@@ -134,8 +134,8 @@ class Guard:
         if self.policy.budget and tokens:
             self.budget.add(self.policy.day(), tokens)
 
-    def cap(self, parts: list[str]) -> list[str]:
-        return self.policy.cap(parts)
+    def cap(self, parts: list[str], taken: int = 0) -> list[str]:
+        return self.policy.cap(parts, taken)
 
     def _notice(self, envelope: Envelope, kind: str) -> Verdict:
         """Today's one reply of this kind to this user (exactly once), then silence."""

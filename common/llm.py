@@ -69,12 +69,19 @@ class ChatModel:
         self.max_tokens = int(config.number("OPENAI_MAX_TOKENS", 1024))
         self.client = openai_client(timeout=self.timeout, max_retries=0)
 
-    def complete(self, messages: list[dict[str, Any]], deadline: float | None = None) -> Completion:
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        deadline: float | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Completion:
         """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
-        (a time.monotonic() value), else ModelUnavailable."""
+        (a time.monotonic() value), else ModelUnavailable. `model` and `timeout` (of one call)
+        override OPENAI_MODEL and OPENAI_TIMEOUT_SECONDS."""
         for attempt in range(self.retries + 1):
             try:
-                return self._complete_once(messages, deadline)
+                return self._complete_once(messages, deadline, model or self.model, timeout or self.timeout)
             except ModelUnavailable:
                 pause = min(0.5 * 2**attempt, 8.0)
                 if attempt == self.retries or _left(deadline) < pause + 1:
@@ -82,16 +89,18 @@ class ChatModel:
                 time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _complete_once(self, messages: list[dict[str, Any]], deadline: float | None) -> Completion:
+    def _complete_once(
+        self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float
+    ) -> Completion:
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
         try:
             response = self.client.chat.completions.create(
-                model=self.model,
+                model=model,
                 messages=messages,
                 max_tokens=self.max_tokens,
-                timeout=min(self.timeout, left),
+                timeout=min(timeout, left),
             )
         except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as exc:
             raise ModelUnavailable(type(exc).__name__) from exc

@@ -55,3 +55,32 @@ def fetch(graph: GraphClient, media_id: str, limit: int) -> Media:
         if exc.auth:
             log.error(AUTH_ALERT, alert="graph_auth", code=exc.code, status=exc.status)
         raise Unfetchable(UNAVAILABLE, str(exc)) from exc
+
+
+# What images and documents are, from their first bytes (audio: common/transcription/audio.py).
+JPEG, PNG, WEBP, GIF = "image/jpeg", "image/png", "image/webp", "image/gif"
+PDF, ZIP, TEXT = "application/pdf", "application/zip", "text/plain"  # docx, xlsx, odt... are zips
+
+
+def sniff(data: bytes) -> str | None:
+    """The mime type the bytes really are (magic numbers; UTF-8 without NULs is text), else None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WEBP
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return GIF
+    if data[:1024].lstrip(b"\x00\t\n\r ").startswith(b"%PDF-"):
+        return PDF
+    if data.startswith(b"PK\x03\x04"):
+        return ZIP
+    if data and b"\x00" not in data[:65536]:
+        try:
+            data[:65536].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < 65536 - 4:  # a character cut at the sample's end is fine
+                return None
+        return TEXT
+    return None

@@ -17,7 +17,9 @@ from common.payload_items import (
     Media,
     Reaction,
     Reply,
+    SharedContact,
     as_text,
+    parse_contacts,
     parse_errors,
     parse_location,
     parse_media,
@@ -36,6 +38,7 @@ __all__ = [
     "Problem",
     "Reaction",
     "Reply",
+    "SharedContact",
     "Status",
     "StatusType",
     "parse_notification",
@@ -98,6 +101,7 @@ class Message:
     location: Location | None = None
     reply: Reply | None = None
     reaction: Reaction | None = None
+    contacts: tuple[SharedContact, ...] = ()  # contact cards the user shared (type contacts)
     errors: tuple[ErrorDetail, ...] = ()
 
     @property
@@ -242,6 +246,7 @@ def _parse_message(item: Any, phone_number_id: str, contacts: list[dict[str, Any
         location=parse_location(body) if kind is MessageType.LOCATION else None,
         reply=reply,
         reaction=parse_reaction(body) if kind is MessageType.REACTION else None,
+        contacts=parse_contacts(item.get("contacts")) if kind is MessageType.CONTACTS else (),
         errors=parse_errors(item.get("errors")),
     )
 

@@ -28,6 +28,16 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedContact:
+    """A contact card the user shared: what the bot may tell the model about it."""
+
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    organization: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """A tap on an interactive button/list row or a template quick-reply button."""
 
@@ -84,6 +94,34 @@ def parse_location(body: dict[str, Any]) -> Location:
         name=as_text(body.get("name")),
         address=as_text(body.get("address")),
     )
+
+
+def parse_contacts(raw: Any) -> tuple[SharedContact, ...]:
+    """contacts: [{name: {formatted_name}, phones: [{phone}], emails: [{email}], org: {company}}]."""
+    cards = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("name") if isinstance(item.get("name"), dict) else {}
+        org = item.get("org") if isinstance(item.get("org"), dict) else {}
+        cards.append(
+            SharedContact(
+                name=as_text(name.get("formatted_name"))
+                or " ".join(filter(None, (as_text(name.get(k)) for k in ("first_name", "last_name"))))
+                or None,
+                phones=_values(item.get("phones"), "phone"),
+                emails=_values(item.get("emails"), "email"),
+                organization=as_text(org.get("company")),
+            )
+        )
+    return tuple(cards)
+
+
+def _values(raw: Any, key: str) -> tuple[str, ...]:
+    found = (
+        (as_text(entry.get(key)) for entry in raw if isinstance(entry, dict)) if isinstance(raw, list) else ()
+    )
+    return tuple(value for value in found if value)
 
 
 def parse_reply(message_type: str, body: dict[str, Any]) -> Reply | None:

@@ -100,15 +100,17 @@ class Policy:
         """OPENAI_MAX_TOKENS if set, else what fits in MAX_REPLY_PARTS messages."""
         return int(config.number("OPENAI_MAX_TOKENS", self.max_parts * LIMIT // CHARS_PER_TOKEN))
 
-    def cap(self, parts: list[str]) -> list[str]:
-        """At most MAX_REPLY_PARTS messages: the last one kept is cut at a break, with a note."""
-        if len(parts) <= self.max_parts:
+    def cap(self, parts: list[str], taken: int = 0) -> list[str]:
+        """At most MAX_REPLY_PARTS messages, `taken` of them already used (a voice note): the
+        last one kept is cut at a break, with a note."""
+        room = max(self.max_parts - taken, 1)
+        if len(parts) <= room:
             return parts
         note = "\n\n" + self.texts["SHORTENED_TEXT"]
-        kept, last = parts[: self.max_parts - 1], parts[self.max_parts - 1]
-        room = LIMIT - units(note)
-        while units(last) > room:
-            last = last[: len(last) - (units(last) - room)]
+        kept, last = parts[: room - 1], parts[room - 1]
+        space = LIMIT - units(note)
+        while units(last) > space:
+            last = last[: len(last) - (units(last) - space)]
         cut = max(last.rfind("\n"), last.rfind(". "), last.rfind(" "))
         if cut > len(last) // 2:
             last = last[: cut + 1]

@@ -21,13 +21,17 @@ from datetime import timedelta
 from google.cloud import firestore
 
 from common import config, log, texts
-from common.chunks import split_text
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
 from common.guardrails import Guard
 from common.history import Budget, History, Turn
+from common.inputs import Inputs, Request, Unanswerable
+from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
+from common.speech import SpeechUnavailable
+from common.typing_indicator import Typing
+from common.voice_reply import VoiceReplies, capped
 
 # Message types the responder never answers (the webhook does not publish them either).
 SILENT_TYPES = frozenset({"reaction", "system"})
@@ -69,6 +73,9 @@ class Responder:
         self.texts = texts.Texts.from_env()
         self.guard = Guard(db, self.history)
         self.model.max_tokens = self.guard.policy.model_max_tokens()  # fits in MAX_REPLY_PARTS
+        self.inputs = Inputs.from_env(self.graph, self.texts)
+        self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
+        self.voice = VoiceReplies(self.history, self.graph)
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
@@ -107,7 +114,7 @@ class Responder:
             what = "apologising" if stored is None else "sending the stored reply"
             log.error(f"giving up after every retry: {what}", message_id=envelope.message_id)
             start = claim.parts_sent if stored else 0
-            self._send(envelope, claim, stored or self.texts.model_error, deadline, start)
+            self._send(envelope, claim, stored or self.texts.model_error, deadline, start, last_chance=True)
             self.claims.done(envelope.message_id, claim)
 
         self._while_owned(envelope, claim, finish)
@@ -130,7 +137,8 @@ class Responder:
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
         if self.guard.reads(envelope):  # not for strangers, nor where a human has the chat
             self._mark_read(envelope, deadline)
-        reply = self._answer(envelope, claim, deadline)
+        with self._typing(envelope, deadline):  # media and the model can outlast the indicator
+            reply = self._answer(envelope, claim, deadline)
         if reply is not None:  # None: a guardrail keeps the bot silent
             self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
@@ -140,10 +148,13 @@ class Responder:
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
-        user_words = self._user_words(envelope)
-        if verdict := self.guard.screen(envelope, user_words):  # strangers, admins, pauses
+        request = self._user_words(envelope)
+        words = (envelope.text or "").strip() or None if request is not None else None
+        if verdict := self.guard.screen(envelope, words):  # strangers, admins, pauses
             return verdict.text
-        if user_words is None:
+        if (switched := self.voice.command(envelope)) is not None:
+            return switched
+        if request is None:
             return self.texts.canned_reply(envelope)
         conversation = self.history.load(envelope.user)
         stored = conversation.reply_to(envelope.message_id)
@@ -151,11 +162,17 @@ class Responder:
             return stored
         if verdict := self.guard.gate(envelope, conversation):  # /usage, daily limits, budget
             return verdict.text
-        reply = self._ask_model(conversation.turns, user_words, deadline)
+        try:
+            user_turn = request.read()  # media is downloaded here, and only here
+        except Unanswerable as exc:
+            return exc.reply
+        except GraphError as exc:  # media info or download: retriable, or a token error (alerted)
+            raise RetryLater(f"media not fetched: {exc}") from exc
+        reply = self._ask_model(conversation.turns, user_turn, deadline)
         tokens = getattr(reply, "tokens", 0)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         new_turns: list[Turn] = [
-            {"role": "user", "content": user_words, "messageId": envelope.message_id},
+            {"role": "user", "content": user_turn.stand_in, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
         ]
         counters = self.guard.counted(conversation, tokens, envelope.audio_seconds or 0)
@@ -164,46 +181,60 @@ class Responder:
         log.info("answered", message_id=envelope.message_id, chars=len(reply))
         return reply
 
-    def _user_words(self, envelope: Envelope) -> str | None:
-        """What goes to the model as the user's turn; None when a fixed reply fits better."""
-        text = (envelope.text or "").strip()
+    def _user_words(self, envelope: Envelope) -> Request | None:
+        """What goes to the model as the user's turn (words, or parts made from media: see
+        common/inputs.py), not yet read; None when a fixed reply fits better."""
         if envelope.transcription_error or texts.command(envelope) == "/help":
             return None
-        if envelope.transcript:
-            return self.texts.voice_turn(text) if text else None
-        if envelope.type in ("text", "interactive", "button") and text:
-            return text
-        return None
+        return self.inputs.request(envelope)
 
-    def _ask_model(self, turns: list[Turn], user_words: str, deadline: float) -> str:
+    def _ask_model(self, turns: list[Turn], user_turn: UserTurn, deadline: float) -> str:
         system = [{"role": "system", "content": self.texts.system_prompt}]
         history = [{"role": t["role"], "content": t["content"]} for t in turns]
-        prompt = [*system, *history, {"role": "user", "content": user_words}]
+        asked = {"role": "user", "content": user_turn.content}
         try:
             try:
-                reply = self.model.complete(prompt, deadline)
+                prompt = [*system, *history, asked]
+                reply = self.model.complete(prompt, deadline, user_turn.model, user_turn.timeout)
             except ContextTooLong:
                 log.warning("context too long: retrying with the last turns only", turns=len(history))
-                last = [*system, *history[-2:], {"role": "user", "content": user_words}]
-                reply = self.model.complete(last, deadline)
+                last = [*system, *history[-2:], asked]
+                reply = self.model.complete(last, deadline, user_turn.model, user_turn.timeout)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:
             log.error("model refused the request: apologising", error=str(exc))
-            return self.texts.model_error
+            return user_turn.refused or self.texts.model_error
         return reply or self.texts.empty_answer
 
-    def _send(self, envelope: Envelope, claim: Claim, reply: str, deadline: float, start: int) -> None:
-        """Send the parts in order from `start`, saving progress after each part but the last."""
-        parts = self.guard.cap(split_text(reply or self.texts.empty_answer))
+    def _send(
+        self,
+        envelope: Envelope,
+        claim: Claim,
+        reply: str,
+        deadline: float,
+        start: int,
+        last_chance: bool = False,
+    ) -> None:
+        """Send the parts in order from `start` (a voice note first, when the reply is spoken: see
+        voice_reply.py), saving progress after each part but the last."""
+        parts = capped(self.voice.parts(envelope, reply or self.texts.empty_answer), self.guard.cap)
         fields = {"message_id": envelope.message_id}
+        quoted = start > 0
         for index in range(start, len(parts)):
             left = _stop_if_late(deadline)
-            quote = envelope.message_id if index == 0 else None
+            quote = None if quoted else envelope.message_id
             try:
-                self.graph.send_text(
-                    envelope.phone_number_id, envelope.to, parts[index], reply_to=quote, timeout=left
-                )
+                if parts[index].kind == "voice":
+                    quoted = self.voice.send(envelope, claim, parts[index], quote, deadline, last_chance)
+                else:
+                    self.graph.send_text(
+                        envelope.phone_number_id, envelope.to, parts[index].text, reply_to=quote, timeout=left
+                    )
+                    quoted = True
+            except SpeechUnavailable as exc:
+                log.warning("speech unavailable: Pub/Sub will redeliver", **fields, reason=str(exc))
+                raise RetryLater(f"speech unavailable: {exc}") from exc
             except GraphError as exc:
                 fields.update(code=exc.code, status=exc.status, parts_sent=index)
                 if exc.auth:
@@ -216,6 +247,16 @@ class Responder:
             if index + 1 < len(parts):
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))
+
+    def _typing(self, envelope: Envelope, deadline: float) -> Typing:
+        """'typing…' re-sent every TYPING_REFRESH_SECONDS while the block runs (never after it)."""
+        return Typing(
+            lambda timeout: self.graph.mark_read(
+                envelope.phone_number_id, envelope.message_id, typing=True, timeout=timeout
+            ),
+            self.typing_every,
+            deadline,
+        )
 
     def _mark_read(self, envelope: Envelope, deadline: float) -> None:
         """Blue ticks and 'typing…' as soon as work starts; only a token error stops the attempt."""

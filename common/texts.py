@@ -17,17 +17,33 @@ DEFAULTS = {
         "as a list of bullet points:\n\n{transcript}"
     ),
     "HELP_TEXT": (
-        "I answer text messages and voice notes. Commands:\n"
+        "I answer text messages, voice notes, photos, PDF and text documents, locations and contacts."
+        " Commands:\n"
         "/reset - forget our conversation and start over\n"
         "/help - show this message"
     ),
     "RESET_TEXT": "Done: I have forgotten our conversation. What would you like to talk about?",
     "UNSUPPORTED_TEXT": (
-        "Sorry, I can only read text messages and listen to voice notes. "
-        "Please type your question or send a voice note."
+        "Sorry, I cannot read this kind of message. I understand text, voice notes, photos, "
+        "stickers, PDF and text documents, locations and contacts."
     ),
     "VOICE_FAILED_TEXT": "Sorry, I could not understand that voice note. Could you send it again or type it?",
     "MODEL_ERROR_TEXT": "Sorry, I could not answer that just now. Please try again in a moment.",
+    "IMAGE_PROMPT": (
+        "Describe this image briefly. If it holds text (a receipt, a form, a screenshot), "
+        "say what the text says."
+    ),
+    "DOCUMENT_PROMPT": "Summarize this document briefly.",
+    "MEDIA_FAILED_TEXT": "Sorry, I could not download that file. Could you send it again?",
+    "MEDIA_TOO_LARGE_TEXT": (
+        "Sorry, that file is too large for me. I read images up to {image_mb} MB and documents "
+        "up to {document_mb} MB and {pages} pages."
+    ),
+    "UNSUPPORTED_FILE_TEXT": (
+        "Sorry, I cannot read that kind of file. I read photos (JPEG, PNG, WebP), stickers, "
+        "PDF documents and text files (txt, csv, md, json)."
+    ),
+    "MEDIA_REFUSED_TEXT": "Sorry, I could not look at that file: the model I use does not accept it.",
 }
 
 
@@ -47,6 +63,12 @@ class Texts:
     unsupported: str
     voice_failed: str
     model_error: str
+    image_prompt: str = DEFAULTS["IMAGE_PROMPT"]
+    document_prompt: str = DEFAULTS["DOCUMENT_PROMPT"]
+    media_failed: str = DEFAULTS["MEDIA_FAILED_TEXT"]
+    media_too_large: str = DEFAULTS["MEDIA_TOO_LARGE_TEXT"]  # {image_mb} {document_mb} {pages}
+    unsupported_file: str = DEFAULTS["UNSUPPORTED_FILE_TEXT"]
+    media_refused: str = DEFAULTS["MEDIA_REFUSED_TEXT"]
     empty_answer: str = "…"
 
     @classmethod
@@ -63,6 +85,12 @@ class Texts:
             unsupported=text("UNSUPPORTED_TEXT"),
             voice_failed=text("VOICE_FAILED_TEXT"),
             model_error=text("MODEL_ERROR_TEXT"),
+            image_prompt=text("IMAGE_PROMPT"),
+            document_prompt=text("DOCUMENT_PROMPT"),
+            media_failed=text("MEDIA_FAILED_TEXT"),
+            media_too_large=text("MEDIA_TOO_LARGE_TEXT"),
+            unsupported_file=text("UNSUPPORTED_FILE_TEXT"),
+            media_refused=text("MEDIA_REFUSED_TEXT"),
         )
 
     def voice_turn(self, transcript: str) -> str:

@@ -1,8 +1,10 @@
 """An offline stand-in for an OpenAI chat model, so `make dev` works with no key and no network.
 
-OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `GET /v1/models`). It does not
-think: it echoes the user's last words and counts the turns it was given (which shows that
-history and /reset work), and every answer starts with LABEL so nobody mistakes it for a model.
+OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `POST /v1/audio/speech`, spoken
+by espeak-ng; `GET /v1/models`). It does not think: it echoes the user's last words, describes
+the images and files it was sent (format, size, pixels or pages: local/offline_media.py) and
+counts the turns it was given (which shows that history and /reset work), and every answer starts
+with LABEL so nobody mistakes it for a model.
 Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
 """
 
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from common import config, log
+from local import offline_media, offline_speech
 
 LABEL = "[offline stand-in model]"
 MODEL = "offline-stand-in"
@@ -34,12 +37,15 @@ def words(content: Any) -> str:
 
 def answer(messages: list[dict[str, Any]]) -> str:
     """The labelled echo: the last user turn, and how many user turns the prompt held."""
-    users = [words(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    turns = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    users = [words(content) for content in turns]
     said = " ".join((users[-1] if users else "").split())
     if len(said) > ECHO_LIMIT:
         said = said[: ECHO_LIMIT - 1] + "…"
+    seen = offline_media.describe(turns[-1]) if turns else []
+    received = f" I received {' and '.join(seen)}." if seen else ""
     return (
-        f"{LABEL} You said: “{said}”. That is message {len(users)} of this conversation. "
+        f"{LABEL} You said: “{said}”.{received} That is message {len(users)} of this conversation. "
         "I only echo; set OPENAI_API_KEY or OPENAI_BASE_URL for real answers."
     )
 
@@ -97,8 +103,10 @@ class Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             self._error(400, "the body is not JSON")
             return
-        if not self.path.endswith("/chat/completions"):
-            self._error(404, f"the offline stand-in only does chat completions, not {self.path}")
+        if self.path.endswith("/audio/speech"):
+            self._speech(body)
+        elif not self.path.endswith("/chat/completions"):
+            self._error(404, f"the offline stand-in only does chat completions and speech, not {self.path}")
         elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._error(400, "messages is required")
         elif body.get("stream"):
@@ -106,6 +114,24 @@ class Handler(BaseHTTPRequestHandler):
         else:
             log.info("offline model: answered", turns=len(body["messages"]))
             self._json(200, completion(body))
+
+    def _speech(self, body: Any) -> None:
+        """audio.speech with espeak-ng (local/offline_speech.py): always OGG/Opus, whatever was asked."""
+        text = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            self._error(400, "input is required")
+            return
+        try:
+            audio = offline_speech.synthesize(text)
+        except offline_speech.NoSynthesizer as exc:
+            self._error(400, str(exc))  # a 4xx: the bot answers in text
+            return
+        log.info("offline model: spoke", chars=len(text), bytes=len(audio))
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/ogg")
+        self.send_header("Content-Length", str(len(audio)))
+        self.end_headers()
+        self.wfile.write(audio)
 
     def _stream(self, body: dict[str, Any]) -> None:
         self.send_response(200)

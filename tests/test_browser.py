@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from local import dev
 from local.emulators import REPO
 from local.offline_model import LABEL
+from tests.support import files
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = REPO / "build" / "test-artifacts"
@@ -129,6 +130,58 @@ def test_a_voice_note_recorded_on_the_page_arrives_as_ogg_opus(stack: dev.Stack,
     state = requests.get(f"{stack.simulator_url}api/state", timeout=5).json()
     recorded = [m for m in state["messages"] if m["type"] == "audio" and m["sender"] == "user"]
     assert [m["mime_type"] for m in recorded] == ["audio/ogg; codecs=opus"]  # as WhatsApp sends them
+
+
+def test_a_photo_attached_on_the_page_is_seen_by_the_model(
+    stack: dev.Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    picture = tmp_path / "receipt.png"
+    picture.write_bytes(files.png(64, 48))
+    wait = WebDriverWait(browser, 60, poll_frequency=0.05)
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+    browser.find_element(By.ID, "new-phone").send_keys("447700900456")  # a user with no messages yet
+    browser.find_element(By.ID, "new-name").send_keys("Photo Tester\n")
+    wait.until(lambda d: "Photo Tester" in "".join(texts(d, "#users li.current")))
+    browser.find_element(By.ID, "text").send_keys("What does this say?")  # becomes the caption
+    browser.find_element(By.ID, "attach").send_keys(str(picture))
+    wait.until(lambda d: bot_texts(d))
+    [reply] = bot_texts(browser)
+    assert reply.startswith(LABEL) and "What does this say?" in reply
+    assert "an image (PNG, 64x48 pixels, " in reply  # the bytes reached the model
+    photos = "return [...document.querySelectorAll('.msg.user img.photo')].map((i) => i.naturalWidth)"
+    wait.until(lambda d: d.execute_script(photos) == [64])  # the photo is in the chat, from the simulator
+    assert "Photo: What does this say?" in texts(browser, ".msg.bot .quote")[0]
+
+
+def test_a_voice_note_after_voice_on_is_answered_with_a_playable_voice_note(
+    stack: dev.Stack, browser: WebDriver
+) -> None:
+    """The offline path: espeak-ng speaks in the stand-in model, the simulator stores and plays it."""
+    wait = WebDriverWait(browser, 90, poll_frequency=0.05)
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+    browser.find_element(By.CSS_SELECTOR, '#users li[data-key="15551234567"]').click()  # Alex: no messages
+    browser.find_element(By.ID, "text").send_keys("/voice on\n")
+    wait.until(lambda d: bot_texts(d))
+    assert bot_texts(browser)[-1].startswith("Voice replies on")
+    browser.find_element(By.ID, "mic").click()
+    wait.until(lambda d: d.find_element(By.ID, "mic").get_attribute("class") == "icon recording")
+    time.sleep(1.5)
+    browser.find_element(By.ID, "mic").click()
+    source = wait.until(
+        lambda d: d.execute_script(
+            "const a = document.querySelector('.msg.bot audio'); return a && a.currentSrc"
+        )
+    )
+    spoken = requests.get(source, timeout=10).content
+    head = 27 + spoken[26]  # the first page's header and lacing values, then the first packet
+    assert spoken[:4] == b"OggS" and spoken[head : head + 8] == b"OpusHead"
+    duration = (
+        "const a = document.querySelector('.msg.bot audio'); return a && isFinite(a.duration) && a.duration"
+    )
+    assert wait.until(lambda d: d.execute_script(duration)) > 0.5
+    assert "Voice message" in texts(browser, ".msg.bot .quote")[-1]  # quoted to the user's note
 
 
 def other_site(html: str) -> ThreadingHTTPServer:

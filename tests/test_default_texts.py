@@ -18,12 +18,15 @@ from common.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
+from tests.support import files
 from tests.support.delivery import deliver as push
 from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
 TEXTS += ("MODEL_ERROR_TEXT", "NOT_ALLOWED_TEXT", "LIMIT_TEXT", "BUSY_TEXT", "SHORTENED_TEXT")
+TEXTS += ("IMAGE_PROMPT", "DOCUMENT_PROMPT", "MEDIA_FAILED_TEXT", "MEDIA_TOO_LARGE_TEXT")
+TEXTS += ("UNSUPPORTED_FILE_TEXT", "MEDIA_REFUSED_TEXT")
 USER = "15550104455"
 
 
@@ -95,11 +98,27 @@ def test_a_transcript_is_wrapped_in_the_documented_voice_prompt(
     }
 
 
-def test_a_location_gets_the_documented_unsupported_text(
+def test_a_video_gets_the_documented_unsupported_text(responder: FunctionProcess, graph: FakeGraph) -> None:
+    deliver(responder, envelope("video", media=MediaRef("4321", "video/mp4")))
+    assert sent(graph) == [documented()["UNSUPPORTED_TEXT"]]
+
+
+def test_an_image_without_caption_is_asked_with_the_documented_image_prompt(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI
+) -> None:
+    graph.add_media("5432", files.png(4, 4), "image/png")
+    model.answer = lambda messages: "a red square"
+    deliver(responder, envelope("image", media=MediaRef("5432", "image/png")))
+    [chat] = model.chats()
+    assert chat["messages"][-1]["content"][0] == {"type": "text", "text": documented()["IMAGE_PROMPT"]}
+
+
+def test_a_word_file_gets_the_documented_unsupported_file_text(
     responder: FunctionProcess, graph: FakeGraph
 ) -> None:
-    deliver(responder, envelope("location"))
-    assert sent(graph) == [documented()["UNSUPPORTED_TEXT"]]
+    media = MediaRef("6543", "application/msword", None, filename="letter.doc")
+    deliver(responder, envelope("document", media=media))
+    assert sent(graph) == [documented()["UNSUPPORTED_FILE_TEXT"]]
 
 
 def test_a_failed_transcription_gets_the_documented_text(

@@ -293,10 +293,10 @@ def test_graph_131047_is_logged_and_acknowledged(
     assert "131047" in responder.log_text()
 
 
-def test_an_image_gets_the_polite_reply(
+def test_a_video_gets_the_polite_reply(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db
 ) -> None:
-    envelope = text("", type="image", text=None, media=MediaRef("media-1", "image/jpeg"))
+    envelope = text("", type="video", text=None, media=MediaRef("1001", "video/mp4"))
     assert deliver(responder, envelope) == 200
     assert graph.sent()[0]["text"]["body"] == DEFAULTS["UNSUPPORTED_TEXT"]
     assert model.chats() == []
@@ -380,7 +380,7 @@ def test_an_envelope_with_keys_a_newer_version_added_is_answered(
     responder: FunctionProcess, graph: FakeGraph, db: firestore.Client
 ) -> None:
     """A rolling deploy: a newer webhook adds keys at the top and inside `media`."""
-    envelope = text("", type="image", text=None, media=MediaRef("media-2", "image/png"))
+    envelope = text("", type="video", text=None, media=MediaRef("1002", "video/mp4"))
     push = event_for(envelope)
     raw = json.loads(base64.b64decode(push["message"]["data"]))
     raw["media"].update({"caption_entities": [1, 2], "width": 640})

@@ -7,11 +7,12 @@ import threading
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from common import log
+from common import log, voice_reply
 from common.events import BadEvent, envelope_from_event, is_dead_lettered
 from common.responder import Responder, RetryLater, timing
 
 timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
+voice_reply.settings()  # and a voice setting it could not act on
 _responder: Responder | None = None  # clients created once per instance, on first use
 _lock = threading.Lock()  # instances serve several requests at once: create them only once
 

@@ -20,6 +20,7 @@ from local.simulator.meta import Meta
 from local.simulator.state import PHONE_NUMBER_ID, ChatMessage, Store, wamid
 
 MAX_TEXT = 4096
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # audio's limit for sending, as WhatsApp's
 URL_SECONDS = 300  # media urls expire after ~5 minutes, as Meta's do
 VERSION = re.compile(r"^v\d+\.\d+$")
 
@@ -145,6 +146,10 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
         if context and context not in store.messages:
             return param_error("Invalid context message_id")
         extra = {} if kind == "text" else {kind: payload.get(kind)}
+        audio = payload.get("audio") if kind == "audio" and isinstance(payload.get("audio"), dict) else None
+        media = store.media.get(str(audio.get("id"))) if audio else None
+        if kind == "audio" and media is None:
+            return param_error("audio['id'] is not a media id uploaded to this phone number")
         message = store.add_message(
             ChatMessage(
                 id=wamid(user.key),
@@ -156,6 +161,9 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
                 context_id=context,
                 status="sent",
                 extra=extra,
+                media_id=media.id if media else None,
+                mime_type=media.mime_type if media else None,
+                voice=bool(audio and audio.get("voice")),
             )
         )
         meta.report(user, message, "sent")
@@ -178,6 +186,26 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
                 "messages": [{"id": message.id, "message_status": "accepted"}],
             }
         )
+
+    @graph.post("/<version>/<phone_number_id>/media")
+    def upload(version: str, phone_number_id: str) -> Response:
+        """Media for sending (multipart: file, type, messaging_product) -> {id}, as Meta answers."""
+        if not VERSION.match(version):
+            return graph_error(400, 2500, "Unknown path components: /" + version)
+        if phone_number_id != PHONE_NUMBER_ID:
+            return unknown_object(phone_number_id, "post")
+        if request.form.get("messaging_product") != "whatsapp":
+            return graph_error(400, 100, "(#100) The parameter messaging_product is required.")
+        file = request.files.get("file")
+        mime_type = request.form.get("type") or (file.mimetype if file else "")
+        if file is None or not mime_type:
+            return param_error("the parameters file and type are required")
+        data = file.read(MAX_UPLOAD_BYTES + 1)
+        if not data or len(data) > MAX_UPLOAD_BYTES:
+            return param_error(f"the file must be 1 to {MAX_UPLOAD_BYTES} bytes")
+        media = store.add_media(data, mime_type)
+        log.info("simulator: media uploaded", bytes=len(data), mime_type=mime_type)
+        return jsonify({"id": media.id})
 
     @graph.get("/<version>/<media_id>")
     def media_info(version: str, media_id: str) -> Response:

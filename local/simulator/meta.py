@@ -65,6 +65,13 @@ def message_payload(user: User, message: ChatMessage, media: Media | None, media
             "url": media_url,
             "voice": message.voice,
         }
+    elif message.type in ("image", "document", "sticker") and media is not None:
+        item[message.type] = {"mime_type": media.mime_type, "sha256": media.sha256_b64, "id": media.id}
+        item[message.type] |= {"url": media_url}
+        if message.text and message.type != "sticker":
+            item[message.type]["caption"] = message.text
+        if message.extra.get("filename"):
+            item[message.type]["filename"] = message.extra["filename"]
     return notification({"contacts": [contact], "messages": [item]})
 
 

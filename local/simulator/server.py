@@ -25,7 +25,7 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from common import config, log, policy
-from local.simulator import audio, graph_api, guard
+from local.simulator import attachments, audio, graph_api, guard
 from local.simulator.meta import Meta, message_payload
 from local.simulator.state import ChatMessage, Store, User, wamid
 
@@ -97,7 +97,8 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
 
     @app.post("/api/messages")
     def send() -> Response | tuple[Response, int]:
-        """A user writes (JSON {user, name, text}) or sends audio (multipart: user, name, voice, audio).
+        """A user writes (JSON {user, name, text}), sends audio (multipart: user, name, voice, audio)
+        or a photo or document (multipart: user, name, file, text as its caption).
 
         `?wait=SECONDS` answers only once the bot replied (or the time ran out): the CLI's way.
         """
@@ -122,6 +123,19 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
                 return bad(str(exc), 413 if "limit" in str(exc) else 400)
             media = store.add_media(data, mime)
             message = replace(message, type="audio", media_id=media.id, mime_type=mime, voice=voice)
+        elif "file" in request.files:
+            upload = request.files["file"]
+            data = upload.read()
+            try:
+                kind, mime, filename = attachments.prepare(data, upload.filename or "")
+            except attachments.AttachmentError as exc:
+                return bad(str(exc), 413 if "limited" in str(exc) else 400)
+            media = store.add_media(data, mime)
+            caption = str(form.get("text") or "").strip() or None
+            extra = {"filename": filename} if filename else {}
+            message = replace(
+                message, type=kind, media_id=media.id, mime_type=mime, text=caption, extra=extra
+            )
         else:
             text = str(form.get("text") or "").strip()
             if not text:
@@ -157,7 +171,8 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
         found = store.media.get(media_id)
         if found is None:
             return bad("no such media", 404)
-        return Response(found.data, mimetype=found.mime_type.split(";")[0])
+        response = Response(found.data, mimetype=found.mime_type.split(";")[0])
+        return response.make_conditional(request, accept_ranges=True, complete_length=len(found.data))
 
     @app.get("/api/events")
     def events() -> Response:

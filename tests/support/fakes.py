@@ -16,7 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+# What the speech stand-in answers unless a test sets FakeOpenAI.speech: a real voice note.
+SPEECH = Path(__file__).resolve().parent.parent / "audio" / "en_weather.ogg"
 
 
 @dataclass
@@ -181,6 +185,7 @@ class FakeGraph(FakeServer):
         self.media: dict[str, tuple[bytes, str, int]] = {}  # id -> (bytes, mime type, declared size)
         self.media_urls: dict[str, str] = {}  # id -> download url to name instead of our own
         self._ids = itertools.count(1)
+        self._media_ids = itertools.count(10**15 + 1)  # uploads get digit ids, as Meta's
         super().__init__()
 
     def add_media(self, media_id: str, data: bytes, mime_type: str, declared_size: int | None = None) -> None:
@@ -196,6 +201,24 @@ class FakeGraph(FakeServer):
             r.json()
             for r in list(self.requests)
             if r.path.endswith("/messages") and r.status < 300 and r.json().get("type") == "text"
+        ]
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message accepted (2xx) but read receipts, any type, in order of arrival."""
+        return [
+            r.json()
+            for r in list(self.requests)
+            if r.path.endswith("/messages") and r.status < 300 and r.json().get("status") != "read"
+        ]
+
+    def audios(self) -> list[dict[str, Any]]:
+        """Every audio message accepted (2xx), in order of arrival."""
+        return [m for m in self.messages() if m.get("type") == "audio"]
+
+    def uploads(self) -> list[dict[str, tuple[str | None, bytes]]]:
+        """Every media upload accepted (2xx), as its multipart fields: name -> (filename, bytes)."""
+        return [
+            multipart_fields(r) for r in list(self.requests) if r.path.endswith("/media") and r.status < 300
         ]
 
     def reads(self) -> list[dict[str, Any]]:
@@ -235,6 +258,14 @@ class FakeGraph(FakeServer):
                     "messages": [{"id": wamid}],
                 },
             )
+        if request.method == "POST" and len(parts) == 3 and parts[0] == self.version and parts[2] == "media":
+            fields = multipart_fields(request)
+            if "file" not in fields or fields.get("messaging_product", (None, b""))[1] != b"whatsapp":
+                return Answer(400, graph_error(100, "(#100) Param file and messaging_product are required"))
+            media_id = str(next(self._media_ids))
+            data, mime_type = fields["file"][1], fields.get("type", (None, b""))[1].decode()
+            self.add_media(media_id, data, mime_type)
+            return Answer(200, {"id": media_id})
         if (
             request.method == "GET"
             and len(parts) == 2
@@ -272,6 +303,7 @@ class FakeOpenAI(FakeServer):
         self.transcript = "a transcript from the fake"
         self.delay = 0.0  # seconds the model "thinks" before answering
         self.tokens = (1, 1)  # (prompt, completion) tokens each chat answer reports in `usage`
+        self.speech = SPEECH.read_bytes()  # what /audio/speech answers: a mono OGG/Opus recording
         super().__init__()
 
     @property
@@ -285,7 +317,13 @@ class FakeOpenAI(FakeServer):
         """Each transcription request as its multipart fields: name -> (filename, bytes)."""
         return [multipart_fields(r) for r in list(self.requests) if r.path.endswith("/audio/transcriptions")]
 
+    def speeches(self) -> list[dict[str, Any]]:
+        """Each /audio/speech request's JSON body."""
+        return [r.json() for r in list(self.requests) if r.path.endswith("/audio/speech")]
+
     def route(self, request: Recorded) -> Answer:
+        if request.path.endswith("/audio/speech"):
+            return Answer(200, self.speech, {"Content-Type": "audio/ogg"})
         if request.path.endswith("/chat/completions"):
             body = request.json()
             time.sleep(self.delay)

@@ -31,6 +31,8 @@ const ticks = { pending: CLOCK, delivered: "✓✓", read: "✓✓", failed: "!"
 function summary(message) {
   if (!message) return "a message";
   if (message.type === "audio") return message.voice ? "Voice message" : "Audio";
+  if (message.type === "image") return `Photo${message.text ? ": " + message.text : ""}`;
+  if (message.type === "document") return `${message.extra?.filename || "Document"}${message.text ? ": " + message.text : ""}`;
   return message.text || `[${message.type}]`;
 }
 
@@ -45,8 +47,11 @@ function bubble(message) {
     html += `<div class="quote"><div class="who">${who}</div>${escapeHtml(summary(quoted)).slice(0, 160)}</div>`;
   }
   if (message.type === "audio") {
-    html += `<audio controls preload="none" src="/api/media/${message.media_id}"></audio>`;
+    const preload = message.sender === "bot" ? "metadata" : "none"; // the bot's voice notes show their length
+    html += `<audio controls preload="${preload}" src="/api/media/${message.media_id}"></audio>`;
     html += `<div class="voice-label">${message.voice ? "voice note" : escapeHtml(message.mime_type || "audio")}</div>`;
+  } else if (["image", "sticker", "document"].includes(message.type) && message.media_id) {
+    html += attachmentHtml(message);
   } else if (message.type === "text") {
     html += `<span class="text">${formatText(message.text || "")}</span>`;
   } else {
@@ -59,6 +64,16 @@ function bubble(message) {
   }
   div.innerHTML = html + `<span class="foot">${foot}</span>`;
   return div;
+}
+
+// A photo or sticker shows itself; a document shows its name; the caption follows.
+function attachmentHtml(message) {
+  const src = `/api/media/${encodeURIComponent(message.media_id)}`;
+  let html = message.type === "document"
+    ? `<a class="doc" href="${src}" target="_blank">📄 ${escapeHtml(message.extra?.filename || "document")}</a>`
+    : `<img class="${message.type === "sticker" ? "sticker" : "photo"}" src="${src}" alt="${message.type}">`;
+  if (message.text) html += `<span class="text caption">${formatText(message.text)}</span>`;
+  return html;
 }
 
 // Unchanged bubbles keep their element, so an audio player is not reset by the next event.
@@ -232,6 +247,17 @@ $("upload").onchange = (event) => {
   const file = event.target.files[0];
   if (file && state.current) sendAudio(file, "auto", file.name);
   event.target.value = "";
+};
+$("attach").onchange = (event) => {  // a photo or a document, with the typed text as its caption
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file || !state.current) return;
+  const form = new FormData();
+  form.append("user", state.current);
+  form.append("text", $("text").value.trim());
+  form.append("file", file, file.name);
+  $("text").value = "";
+  post(form);
 };
 $("new-user").onsubmit = async (event) => {
   event.preventDefault();
