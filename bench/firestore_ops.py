@@ -60,4 +60,6 @@ def per_turn(emulators: emu.Emulators, env: dict[str, str], turns: int = 5) -> d
         "writes": writes,
         "redelivery_reads": redelivery[0],
         "redelivery_writes": redelivery[1],
+        "steady_reads": counts[-1][0],  # a turn within the guardrails' cache period
+        "steady_writes": counts[-1][1],
     }

@@ -36,6 +36,17 @@ def env_for(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> di
     }
 
 
+def guarded_env(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> dict[str, str]:
+    """Every guardrail on: admins (pauses), per-user limits, the whole bot's budget."""
+    return {
+        **env_for(emulators, graph, model),
+        "ADMIN_USERS": "15550009999",
+        "MAX_TURNS_PER_DAY": "1000",
+        "MAX_TOKENS_PER_DAY": "1000000",
+        "DAILY_TOKEN_BUDGET": "1000000000",
+    }
+
+
 def create_topics(emulators: emu.Emulators, *topics: str) -> None:
     from google.cloud import pubsub_v1
 
@@ -103,6 +114,11 @@ def table(results: dict[str, Any]) -> str:
         f"Firestore per text turn: {f['reads']} reads, {f['writes']} writes "
         f"(redelivery of an answered one: {f['redelivery_reads']} reads, {f['redelivery_writes']} writes)",
     ]
+    g = results["firestore_guarded"]
+    lines.append(
+        f"  with every guardrail on: {g['steady_reads']} reads, {g['steady_writes']} writes per turn;"
+        f" once per GUARDRAILS_CACHE_SECONDS per instance {g['reads']} reads (budget shards, pauses)"
+    )
     s = results["speech"]
     lines += [
         "",
@@ -148,6 +164,9 @@ def main() -> None:
                 results["cold"] = pipeline.cold_start(env, graph)
             if "firestore" in only:
                 results["firestore"] = firestore_ops.per_turn(emulators, env)
+                results["firestore_guarded"] = firestore_ops.per_turn(
+                    emulators, guarded_env(emulators, graph, model)
+                )
             if "speech" in only:
                 results["speech"] = speech.measure(env, graph, model)
         if "imports" in only:

@@ -61,6 +61,8 @@ class Envelope:
     contacts: tuple[Card, ...] = ()
     transcript: bool = False  # text is the transcript of a voice note
     transcription_error: str | None = None  # the voice note could not be transcribed: why
+    refused: str | None = None  # a guardrail stopped it before the model (see common/guardrails.py)
+    audio_seconds: float | None = None  # a voice note's length, for the daily voice limit
     v: int = field(default=VERSION)
 
     @classmethod

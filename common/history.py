@@ -8,7 +8,7 @@ that was read, and falls back to the union (trimming next time) if another turn 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,7 @@ class Conversation:
     turns: list[Turn]
     version: Any  # the document's update time, for a conditional write; None if it does not exist
     reset_by: str | None = None  # hash of the /reset message that last emptied it
+    counters: dict[str, Any] = field(default_factory=dict)  # the usage* fields (guardrails)
 
     def reply_to(self, message_id: str) -> str | None:
         """The stored answer to a message, if an earlier attempt got that far."""
@@ -69,20 +70,28 @@ class History:
             t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
         ]
         reset_by = data.get("resetBy") if isinstance(data.get("resetBy"), str) else None
-        return Conversation(turns, snapshot.update_time if snapshot.exists else None, reset_by)
+        counters = {k: v for k, v in data.items() if k.startswith("usage")}
+        return Conversation(turns, snapshot.update_time if snapshot.exists else None, reset_by, counters)
 
-    def append(self, user: str, conversation: Conversation, new_turns: list[Turn]) -> None:
-        """Add the new turns in 1 write; trim to the budget when the document has not moved."""
-        ref, now = self.ref(user), datetime.now(UTC)
+    def append(
+        self,
+        user: str,
+        conversation: Conversation,
+        new_turns: list[Turn],
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Add the new turns in 1 write; trim to the budget when the document has not moved.
+        `fields` (the guardrails' daily counters) go into the same write."""
+        ref, now, fields = self.ref(user), datetime.now(UTC), fields or {}
         kept = self.budget.trim([*conversation.turns, *new_turns])
         if conversation.version is not None and len(kept) < len(conversation.turns) + len(new_turns):
             try:
                 option = self.db.write_option(last_update_time=conversation.version)
-                ref.update({"turns": kept, "expireAt": now + self.ttl}, option=option)
+                ref.update({"turns": kept, "expireAt": now + self.ttl, **fields}, option=option)
                 return
             except exceptions.FailedPrecondition:
                 pass  # another turn landed since we read: append now, trim next time
-        ref.set({"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl}, merge=True)
+        ref.set({"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl, **fields}, merge=True)
 
     def reset(self, user: str, message_id: str, retry: bool = False) -> None:
         """Forget the user's turns (1 write), marking which /reset did it. A retried /reset (a
@@ -92,4 +101,5 @@ class History:
         if retry and self.load(user).reset_by == mark:
             return
         expire = datetime.now(UTC) + self.ttl
-        self.ref(user).set({"turns": [], "resetBy": mark, "expireAt": expire})
+        # merged: the day's usage counters survive a /reset (it is no way around a daily limit)
+        self.ref(user).set({"turns": [], "resetBy": mark, "expireAt": expire}, merge=True)

@@ -49,6 +49,18 @@ def openai_client(timeout: float, max_retries: int) -> openai.OpenAI:
     )
 
 
+class Completion(str):
+    """The model's answer as a plain string that also carries its token count (`usage`)."""
+
+    tokens: int = 0
+
+
+def _completion(text: str, usage: Any) -> Completion:
+    answer = Completion(text)
+    answer.tokens = int(getattr(usage, "total_tokens", 0) or 0)
+    return answer
+
+
 class ChatModel:
     def __init__(self) -> None:
         self.model = config.get("OPENAI_MODEL") or "gpt-4.1-mini"
@@ -63,7 +75,7 @@ class ChatModel:
         deadline: float | None = None,
         model: str | None = None,
         timeout: float | None = None,
-    ) -> str:
+    ) -> Completion:
         """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
         (a time.monotonic() value), else ModelUnavailable. `model` and `timeout` (of one call)
         override OPENAI_MODEL and OPENAI_TIMEOUT_SECONDS."""
@@ -79,7 +91,7 @@ class ChatModel:
 
     def _complete_once(
         self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float
-    ) -> str:
+    ) -> Completion:
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
@@ -101,7 +113,7 @@ class ChatModel:
                 raise ContextTooLong(str(code)) from exc
             raise ModelRefused(exc.status_code, code) from exc
         content = response.choices[0].message.content if response.choices else None
-        return (content or "").strip()
+        return _completion((content or "").strip(), getattr(response, "usage", None))
 
 
 def _left(deadline: float | None) -> float:

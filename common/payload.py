@@ -191,7 +191,7 @@ def _parse_value(
     for key in ("messages", "statuses"):
         if key in value and not isinstance(value[key], list):
             problems.append(Problem(f"{where}.{key}", f"{key} is not a list"))
-    if not any(value.get(key) for key in ("messages", "statuses", "errors")):
+    if not any(value.get(key) for key in ("messages", "statuses", "errors", "message_echoes")):
         problems.append(Problem(where, "change holds no messages, statuses or errors"))
     for i, item in enumerate(_list(value.get("messages"))):
         if not phone_number_id.isdigit():  # no business number: a reply could go nowhere

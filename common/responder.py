@@ -27,13 +27,14 @@ from common import config, log, texts
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
 from common.graph import GraphClient, GraphError
+from common.guardrails import Guard
 from common.history import Budget, Conversation, History, Turn
 from common.inputs import Inputs, Request, Unanswerable
 from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
 from common.speech import SpeechUnavailable
 from common.typing_indicator import Typing
-from common.voice_reply import VoiceReplies
+from common.voice_reply import VoiceReplies, capped
 
 # Message types the responder never answers (the webhook does not publish them either).
 SILENT_TYPES = frozenset({"reaction", "system"})
@@ -73,6 +74,8 @@ class Responder:
         self.graph = GraphClient()
         self.model = ChatModel()
         self.texts = texts.Texts.from_env()
+        self.guard = Guard(db, self.history)
+        self.model.max_tokens = self.guard.policy.model_max_tokens()  # fits in MAX_REPLY_PARTS
         self.inputs = Inputs.from_env(self.graph, self.texts)
         self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
         self.voice = VoiceReplies(self.history, self.graph)
@@ -86,6 +89,8 @@ class Responder:
         fields = {"message_id": envelope.message_id, "type": envelope.type, "user": log.mask(envelope.user)}
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
+            return
+        if self.guard.stale(envelope) or self.guard.echo(envelope):  # old, or the business answered
             return
         self._prefetch_history(envelope)  # a read, no side effect: it overlaps the claim
         claim = self.claims.claim(envelope.message_id)
@@ -108,6 +113,9 @@ class Responder:
             raise RetryLater("an attempt is still working on it")
 
         def finish() -> None:
+            if envelope.refused:  # a guardrail's notice (or an echo): nothing to apologise for
+                self.claims.done(envelope.message_id, claim)
+                return
             stored = None
             if self._user_words(envelope) is not None:
                 stored = self.history.load(envelope.user).reply_to(envelope.message_id)
@@ -135,27 +143,35 @@ class Responder:
             log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
-        self._attempt.receipt = self._io.submit(self._mark_read, envelope, deadline)  # while answering
+        self._attempt.receipt = None
+        if self.guard.reads(envelope):  # not for strangers, nor where a human has the chat
+            self._attempt.receipt = self._io.submit(self._mark_read, envelope, deadline)  # while answering
         with self._typing(envelope, deadline):  # media and the model can outlast the indicator
             reply = self._answer(envelope, claim, deadline)
         self._receipt_done()
-        self._send(envelope, claim, reply, deadline, claim.parts_sent)
+        if reply is not None:  # None: a guardrail keeps the bot silent
+            self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
 
-    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str:
+    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str | None:
         """Decide the reply; a model's reply is stored with the history before it is sent."""
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
             return self.texts.reset
+        request = self._user_words(envelope)
+        words = (envelope.text or "").strip() or None if request is not None else None
+        if verdict := self.guard.screen(envelope, words):  # strangers, admins, pauses
+            return verdict.text
         if (switched := self.voice.command(envelope)) is not None:
             return switched
-        request = self._user_words(envelope)
         if request is None:
             return self.texts.canned_reply(envelope)
         conversation = self._loaded_history(envelope)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
+        if verdict := self.guard.gate(envelope, conversation):  # /usage, daily limits, budget
+            return verdict.text
         try:
             user_turn = request.read()  # media is downloaded here, and only here
         except Unanswerable as exc:
@@ -163,13 +179,16 @@ class Responder:
         except GraphError as exc:  # media info or download: retriable, or a token error (alerted)
             raise RetryLater(f"media not fetched: {exc}") from exc
         reply = self._ask_model(conversation.turns, user_turn, deadline)
+        tokens = getattr(reply, "tokens", 0)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         self._receipt_done()  # a token error on the receipt: nothing stored, as before
         new_turns: list[Turn] = [
             {"role": "user", "content": user_turn.stand_in, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
         ]
-        self.history.append(envelope.user, conversation, new_turns)
+        counters = self.guard.counted(conversation, tokens, envelope.audio_seconds or 0)
+        self.history.append(envelope.user, conversation, new_turns, counters)
+        self.guard.spent(tokens)
         log.info("answered", message_id=envelope.message_id, chars=len(reply))
         return reply
 
@@ -210,7 +229,7 @@ class Responder:
     ) -> None:
         """Send the parts in order from `start` (a voice note first, when the reply is spoken: see
         voice_reply.py), saving progress after each part but the last."""
-        parts = self.voice.parts(envelope, reply or self.texts.empty_answer)
+        parts = capped(self.voice.parts(envelope, reply or self.texts.empty_answer), self.guard.cap)
         fields = {"message_id": envelope.message_id}
         quoted = start > 0
         for index in range(start, len(parts)):
@@ -243,7 +262,7 @@ class Responder:
     def _prefetch_history(self, envelope: Envelope) -> None:
         """Start reading the user's history now (it is read at most once per turn, after the claim
         or alongside it); commands do not read it here."""
-        wanted = texts.command(envelope) is None
+        wanted = texts.command(envelope) is None and not envelope.refused  # strangers: no read
         self._attempt.history = (
             envelope.user,
             self._io.submit(self.history.load, envelope.user) if wanted else None,

@@ -8,7 +8,10 @@ from common import config
 from common.envelope import Envelope
 
 DEFAULTS = {
-    "SYSTEM_PROMPT": "You are a helpful assistant answering on WhatsApp. Be concise and friendly.",
+    "SYSTEM_PROMPT": (
+        "You are a helpful assistant answering on WhatsApp. Keep answers short, like a chat message: "
+        "a few sentences of plain text, no headings or tables."
+    ),
     "VOICE_PROMPT": (
         "Please summarize the following voice message in its original language "
         "as a list of bullet points:\n\n{transcript}"

@@ -19,6 +19,7 @@ Firestore operation), and the retry sends that upload instead of speaking and up
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -53,6 +54,13 @@ def plan(reply: str, mode: str, max_chars: int) -> list[Part]:
     rest = reply[len(spoken) :]
     written = split_text(reply) if mode == "both" else (split_text(rest) if rest.strip() else [])
     return [Part("voice", spoken, fallback=mode == "voice"), *(Part("text", p) for p in written)]
+
+
+def capped(parts: list[Part], cap: Callable[[list[str], int], list[str]]) -> list[Part]:
+    """MAX_REPLY_PARTS counts every message of a reply: a voice note leaves less room for text."""
+    voice = [part for part in parts if part.kind == "voice"]
+    written = cap([part.text for part in parts if part.kind == "text"], len(voice))
+    return [*voice, *(Part("text", text) for text in written)]
 
 
 def settings() -> tuple[str, int]:

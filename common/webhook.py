@@ -5,12 +5,16 @@ Framework-free: takes plain values, returns (body, status, headers), which Flask
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 
 from common import config, log
+from common.admission import admit, admit_echo
+from common.echoes import parse_echoes
 from common.envelope import Envelope
 from common.payload import MessageType, Notification, NotWhatsApp, parse_notification
+from common.policy import Policy
 from common.publisher import PublishError
 from common.signature import Verdict, verify
 
@@ -63,8 +67,9 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
         return reply(400, status="error", reason=str(exc))
 
     log_unanswered(notification)
-    routed = [(topic_for(m.type), Envelope.from_message(m)) for m in notification.messages]
-    routed = [(topic, envelope) for topic, envelope in routed if topic]
+    policy = _policy()  # guardrails: stale messages and strangers (common/admission.py)
+    routed = [item for m in notification.messages if (item := admit(m, topic_for(m.type), policy))]
+    routed += [item for echo in parse_echoes(body) if (item := admit_echo(echo, policy))]
     try:
         published = publish_all(routed) if routed else 0
     except PublishError as exc:
@@ -75,6 +80,12 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
             "message queued", message_id=envelope.message_id, type=envelope.type, user=log.mask(envelope.user)
         )
     return reply(200, status="ok", published=published)
+
+
+@functools.cache
+def _policy() -> Policy:
+    """Read once per instance (about 80 µs), like every setting."""
+    return Policy.from_env()
 
 
 def topic_for(message_type: MessageType) -> str | None:

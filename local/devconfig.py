@@ -38,6 +38,7 @@ LOCAL_DEFAULTS = {
 }
 REAL_WHATSAPP = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")  # no local stand-ins then
 OFFLINE_MODEL = "offline-stand-in"
+SIMULATOR_ADMIN = "15550000000"  # ADMIN_USERS with the simulator, unless .env names others
 FUNCTIONS = ("transcriber", "responder", "webhook")  # started in this order, each on <NAME>_PORT
 # The contract with the responder and deploy.sh: a claim's lease outlives one attempt by a margin.
 LEASE_DEFAULTS = {"ATTEMPT_TIMEOUT_SECONDS": 120, "CLAIM_LEASE_SECONDS": 180}
@@ -111,6 +112,8 @@ class Plan:
                 "too (or unset WHATSAPP_API_BASE to use the simulator)"
             )
         settings = {**LOCAL_DEFAULTS, **given}
+        if simulator:  # guardrails: one simulator user may /pause, /resume and /stats
+            settings.setdefault("ADMIN_USERS", SIMULATOR_ADMIN)
         check_lease(settings)
         offline = not (settings.get("OPENAI_API_KEY") or settings.get("OPENAI_BASE_URL"))
         if offline and settings["TRANSCRIBE_BACKEND"] == "openai":  # the stand-in cannot transcribe

@@ -24,7 +24,8 @@ from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
-TEXTS += ("MODEL_ERROR_TEXT", "IMAGE_PROMPT", "DOCUMENT_PROMPT", "MEDIA_FAILED_TEXT", "MEDIA_TOO_LARGE_TEXT")
+TEXTS += ("MODEL_ERROR_TEXT", "NOT_ALLOWED_TEXT", "LIMIT_TEXT", "BUSY_TEXT", "SHORTENED_TEXT")
+TEXTS += ("IMAGE_PROMPT", "DOCUMENT_PROMPT", "MEDIA_FAILED_TEXT", "MEDIA_TOO_LARGE_TEXT")
 TEXTS += ("UNSUPPORTED_FILE_TEXT", "MEDIA_REFUSED_TEXT")
 USER = "15550104455"
 
@@ -136,3 +137,10 @@ def test_a_model_refusal_gets_the_documented_apology(
     )
     deliver(responder, envelope(text="hello"))
     assert sent(graph) == [documented()["MODEL_ERROR_TEXT"]]
+
+
+def test_a_stranger_gets_the_documented_not_allowed_text(
+    responder: FunctionProcess, graph: FakeGraph
+) -> None:
+    deliver(responder, envelope(refused="not_allowed"))
+    assert sent(graph) == [documented()["NOT_ALLOWED_TEXT"]]

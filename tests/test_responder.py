@@ -112,7 +112,7 @@ def test_a_text_is_answered_once_quoted_after_a_read_receipt(
     assert read["typing_indicator"] == {"type": "text"}
     [chat] = model.chats()
     assert chat["model"] == "test-model"
-    assert chat["max_tokens"] == 1024  # OPENAI_MAX_TOKENS' default: no call is unbounded
+    assert chat["max_tokens"] == 3072  # derived: 3 parts (MAX_REPLY_PARTS) of 4096 chars, ~4 chars a token
     assert chat["messages"][0] == {"role": "system", "content": DEFAULTS["SYSTEM_PROMPT"]}
 
 
@@ -242,7 +242,7 @@ def test_an_over_long_context_is_trimmed_and_tried_once_more(
     model.fail("/chat/completions", 400, error)
     assert deliver(responder, text("and now?")) == 200
     full, trimmed = model.chats()[-2:]
-    assert full["max_tokens"] == trimmed["max_tokens"] == 1024
+    assert full["max_tokens"] == trimmed["max_tokens"] == 3072
     assert len(full["messages"]) == 8
     assert len(trimmed["messages"]) == 4
     assert graph.sent()[-1]["text"]["body"].startswith("echo: and now?")

@@ -44,11 +44,13 @@ def seconds(audio: Audio) -> tuple[float | None, bool]:
     return int(hours) * 3600 + int(minutes) * 60 + float(secs), ESTIMATED in stderr
 
 
-def check_length(audio: Audio, max_seconds: float) -> None:
-    """Failed(TOO_LONG) when the container says the note is longer than `max_seconds`."""
+def check_length(audio: Audio, max_seconds: float) -> float | None:
+    """Failed(TOO_LONG) when the container says the note is longer than `max_seconds`; else the
+    length it says (None: it does not say)."""
     length, estimated = seconds(audio)
     if length is not None and length > max_seconds * (ESTIMATE_MARGIN if estimated else 1):
         raise Failed(TOO_LONG, f"{length:.0f} s, limit {max_seconds:.0f} s")
+    return length
 
 
 def to_ogg_opus(audio: Audio, max_seconds: float) -> bytes:

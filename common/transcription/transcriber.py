@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from common import config, log
 from common.envelope import Envelope
 from common.graph import GraphClient
 from common.transcription import audio, backends, decode
 from common.transcription.errors import NO_MEDIA, Failed
+from common.voice_quota import VoiceQuota
 
 MAX_AUDIO_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio
 MAX_AUDIO_SECONDS = 300  # keeps one attempt well within the function's timeout
@@ -18,10 +20,16 @@ class Transcriber:
     """One per instance: a Graph client and a backend, both reused across events."""
 
     def __init__(
-        self, graph: GraphClient, backend: backends.Backend, max_bytes: int, max_seconds: float
+        self,
+        graph: GraphClient,
+        backend: backends.Backend,
+        max_bytes: int,
+        max_seconds: float,
+        quota: VoiceQuota | None = None,
     ) -> None:
         self.graph, self.backend = graph, backend
         self.max_bytes, self.max_seconds = max_bytes, max_seconds
+        self.quota = quota or VoiceQuota()  # guardrails: stale notes, the day's voice seconds
 
     @classmethod
     def from_env(cls) -> Transcriber:
@@ -38,11 +46,13 @@ class Transcriber:
         if envelope.media is None:
             log.error("transcriber: envelope without media", **ids)
             return envelope.with_transcription_error(NO_MEDIA)
+        if (held := self.quota.hold(envelope)) is not None:  # before any download
+            return held
         started = time.perf_counter()
         try:
             note = audio.fetch(self.graph, envelope.media.id, self.max_bytes)
             fetched = time.perf_counter()
-            decode.check_length(note, self.max_seconds)  # every backend: refused before decoding
+            length = decode.check_length(note, self.max_seconds)  # every backend: refused before decoding
             text = self.backend.transcribe(note)
         except Failed as exc:
             log.warning("transcription failed", reason=exc.reason, detail=exc.detail, **ids)
@@ -57,4 +67,4 @@ class Transcriber:
             transcribe_seconds=round(time.perf_counter() - fetched, 3),
             **ids,
         )
-        return envelope.with_transcript(text)
+        return replace(envelope.with_transcript(text), audio_seconds=length)

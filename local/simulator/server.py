@@ -24,7 +24,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from common import config, log
+from common import config, log, policy
 from local.simulator import attachments, audio, graph_api, guard
 from local.simulator.meta import Meta, message_payload
 from local.simulator.state import ChatMessage, Store, User, wamid
@@ -45,6 +45,11 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
     store, meta, urls = Store(), Meta(webhook_url, app_secret), graph_api.MediaUrls()
     for phone, name in DEFAULT_USERS:
         store.add_user(phone, name)
+    admins = sorted(policy.id_set(config.get("ADMIN_USERS")))  # guardrails: the page offers /pause
+    for admin in admins:
+        if store.find_user(admin) is None:
+            phone = admin if admin.isdigit() else None
+            store.add_user(phone, "Admin", user_id=None if phone else admin)
     app.register_blueprint(graph_api.blueprint(store, meta, token, urls), url_prefix="/graph")
     app.extensions["store"] = store
 
@@ -68,7 +73,7 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
 
     @app.get("/api/state")
     def state() -> Response:
-        return jsonify(store.snapshot())
+        return jsonify({**store.snapshot(), "admins": admins})
 
     @app.post("/api/users")
     def add_user() -> Response | tuple[Response, int]:

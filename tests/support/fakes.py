@@ -302,6 +302,7 @@ class FakeOpenAI(FakeServer):
         self.answer = answer
         self.transcript = "a transcript from the fake"
         self.delay = 0.0  # seconds the model "thinks" before answering
+        self.tokens = (1, 1)  # (prompt, completion) tokens each chat answer reports in `usage`
         self.speech = SPEECH.read_bytes()  # what /audio/speech answers: a mono OGG/Opus recording
         super().__init__()
 
@@ -341,7 +342,11 @@ class FakeOpenAI(FakeServer):
                             "message": {"role": "assistant", "content": content},
                         }
                     ],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    "usage": {
+                        "prompt_tokens": self.tokens[0],
+                        "completion_tokens": self.tokens[1],
+                        "total_tokens": sum(self.tokens),
+                    },
                 },
             )
         if request.path.endswith("/audio/transcriptions"):

@@ -115,11 +115,32 @@ function renderUsers() {
     const unread = [...state.messages.values()].filter((m) => m.user === user.key && m.sender === "bot" && m.status !== "read").length;
     const badge = unread && user.key !== state.current ? `<span class="badge">${unread}</span>` : "";
     li.innerHTML = `<div class="avatar">${escapeHtml(user.name.slice(0, 1).toUpperCase())}</div>
-      <div class="meta"><div>${escapeHtml(user.name)}</div><div class="phone">${escapeHtml(user.phone ? "+" + user.phone : user.user_id)}</div></div>${badge}`;
+      <div class="meta"><div>${escapeHtml(user.name)}${isAdmin(user.key) ? ' <span class="admin-tag">admin</span>' : ""}</div><div class="phone">${escapeHtml(user.phone ? "+" + user.phone : user.user_id)}</div></div>${badge}`;
     li.onclick = () => select(user.key);
+    if (isAdmin(state.current) && !isAdmin(user.key)) li.append(...adminButtons(user.key));
     return li;
   });
   $("users").replaceChildren(...items);
+}
+
+// Guardrails: while an admin (ADMIN_USERS) is the current user, each other user gets pause/resume
+// buttons that send the admin's command into the admin's own chat, as typing it would.
+function isAdmin(key) {
+  return (state.admins || []).includes(key);
+}
+
+function adminButtons(key) {
+  return ["pause", "resume"].map((verb) => {
+    const button = document.createElement("button");
+    button.className = "ghost admin-action";
+    button.textContent = verb;
+    button.title = `Send /${verb} ${key} as the admin`;
+    button.onclick = (event) => {
+      event.stopPropagation();
+      post({ user: state.current, text: `/${verb} ${key}` });
+    };
+    return button;
+  });
 }
 
 let readTimer = null;
@@ -206,6 +227,7 @@ function connect() {
 async function load() {
   const snapshot = await (await fetch("/api/state")).json();
   snapshot.users.forEach((user) => state.users.set(user.key, user));
+  state.admins = snapshot.admins || [];
   snapshot.messages.forEach((message) => state.messages.set(message.id, message));
   const saved = localStorage.getItem("whatsbot-user");
   if (!state.current) state.current = state.users.has(saved) ? saved : snapshot.users[0]?.key;

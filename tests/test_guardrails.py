@@ -1,0 +1,397 @@
+"""Guardrails on the emulators through the real functions: strangers, limits, budget, age, pauses, parts."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.cloud import firestore
+
+from common.claims import doc_id
+from common.envelope import Envelope, MediaRef
+from common.policy import TEXT_DEFAULTS
+from local import emulators as emu
+from local.functions import FunctionProcess, serve
+from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, function_env, stand_in_env
+from tests.support.delivery import deliver
+from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
+from tests.support.meta import fixture, signed_headers
+from tests.support.pubsub import Topics
+
+AUDIO = Path(__file__).resolve().parent / "audio"
+
+BUSINESS = "106540352242922"
+ADMIN = "15550009999"
+FRIEND, FRIEND_BSUID = "15550002222", "US.13491208655302741918"
+STRANGER = "15550006666"
+GUARDS = {
+    "ALLOWED_USERS": f"+1 555 000 2222, {ADMIN}, 15550003333, 15550004444, 15550005555",
+    "ADMIN_USERS": ADMIN,
+    "MAX_MESSAGE_AGE_HOURS": "23",
+    "GUARDRAILS_CACHE_SECONDS": "0",  # every turn sees the newest pause (production: 10 s)
+    "ECHO_PAUSE_HOURS": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def webhook(emulators: emu.Emulators) -> Iterator[FunctionProcess]:
+    function = serve("webhook", function_env(emulators, **GUARDS))
+    yield function
+    function.stop()
+
+
+@pytest.fixture(scope="module")
+def responder(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    env = stand_in_env(emulators, graph, model, MAX_TURNS_PER_DAY="2", MAX_TOKENS_PER_DAY="50", **GUARDS)
+    function = serve("responder", env)
+    yield function
+    function.stop()
+
+
+@pytest.fixture(scope="module")
+def budgeted(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    """Everyone allowed, no per-user limit, a whole-bot ceiling of 106 tokens a day."""
+    env = stand_in_env(emulators, graph, model, DAILY_TOKEN_BUDGET="106", GUARDRAILS_CACHE_SECONDS="0")
+    function = serve("responder", env)
+    yield function
+    function.stop()
+
+
+@pytest.fixture
+def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
+    emu.wipe_firestore(emulators.firestore, PROJECT)
+    graph.reset()
+    model.reset()
+    model.answer, model.tokens = echo_model, (1, 1)
+    client = firestore.Client(project=PROJECT)
+    yield client
+    client.close()
+
+
+def text(words: str, user: str = FRIEND, **changes: object) -> Envelope:
+    envelope = Envelope(f"wamid.{uuid.uuid4().hex}", user, user, BUSINESS, "text", int(time.time()), words)
+    return replace(envelope, **changes)
+
+
+def stored_turns(db: firestore.Client, user: str) -> list[dict]:
+    return (db.collection("conversations").document(doc_id(user)).get().to_dict() or {}).get("turns", [])
+
+
+def bodies(graph: FakeGraph) -> list[str]:
+    return [m["text"]["body"] for m in graph.sent()]
+
+
+def post(webhook: FunctionProcess, name: str, **fields: Any) -> requests.Response:
+    """A corpus fixture with its one message changed (sender, time) and a fresh id, signed."""
+    payload = copy.deepcopy(fixture(name))
+    value = payload["entry"][0]["changes"][0]["value"]
+    message = value["messages"][0]
+    message.update({"id": f"wamid.{uuid.uuid4().hex}", "timestamp": str(int(time.time())), **fields})
+    value["contacts"] = [{"profile": {"name": "Someone"}, "wa_id": message["from"]}]
+    body = json.dumps(payload).encode()
+    return requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+
+
+# --- who may talk ------------------------------------------------------------------------------
+
+
+def test_a_stranger_gets_one_not_allowed_text_a_day_and_nothing_else(
+    webhook: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    assert post(webhook, "messages/text", **{"from": STRANGER}).status_code == 200
+    assert post(webhook, "messages/audio_voice", **{"from": STRANGER}).status_code == 200
+    published = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=2)]
+    assert topics.nothing_on(TOPIC_AUDIO)  # the voice note never reaches the transcriber
+    assert all(e.refused == "not_allowed" and e.text is None and e.media is None for e in published)
+    for envelope in published:
+        assert deliver(responder, envelope) == 200
+    assert deliver(responder, published[0]) == 200  # a redelivery changes nothing
+    assert bodies(graph) == [TEXT_DEFAULTS["NOT_ALLOWED_TEXT"]]
+    assert graph.reads() == []  # no blue ticks and no "typing…" that no answer follows
+    assert model.chats() == []
+    assert not [r for r in graph.requests if "1908647269898587" in r.path or r.path.startswith("/download")]
+
+
+def test_a_user_known_by_phone_and_business_id_matches_either_way(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    """ALLOWED_USERS lists the phone number (spelled with + and spaces); the message is keyed on the BSUID."""
+    assert post(webhook, "messages/text", **{"from": FRIEND, "from_user_id": FRIEND_BSUID}).status_code == 200
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    envelope = Envelope.from_bytes(received.data)
+    assert envelope.user == FRIEND_BSUID and envelope.refused is None and envelope.text
+
+
+# --- stale messages ----------------------------------------------------------------------------
+
+
+def test_a_three_day_old_message_is_acknowledged_not_answered(
+    webhook: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    three_days_ago = str(int(time.time()) - 3 * 86400)
+    assert post(webhook, "messages/text", **{"from": FRIEND, "timestamp": three_days_ago}).status_code == 200
+    assert (
+        post(webhook, "messages/audio_voice", **{"from": FRIEND, "timestamp": three_days_ago}).status_code
+        == 200
+    )
+    assert topics.nothing_on(TOPIC_TEXT) and topics.nothing_on(TOPIC_AUDIO)
+    old = text("are you there?", timestamp=int(time.time()) - 3 * 86400)  # one already on the topic
+    assert deliver(responder, old) == 200
+    assert list(graph.requests) == [] and model.chats() == []
+    assert "stale message" in responder.log_text()
+
+
+# --- per-user daily limits ---------------------------------------------------------------------
+
+
+def test_the_limit_reply_comes_once_then_silence_and_usage_tells_what_is_left(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    user = "15550003333"
+    model.tokens = (7, 3)
+    for words in ("one", "two"):
+        assert deliver(responder, text(words, user)) == 200
+    assert deliver(responder, text("/usage", user)) == 200
+    usage = bodies(graph)[-1]
+    assert "messages answered: 2 used, 0 left" in usage
+    assert "tokens: 20 used, 30 left" in usage
+    three = text("three", user)
+    assert [deliver(responder, three) for _ in range(2)] == [200, 200]  # a redelivery: still one reply
+    assert deliver(responder, text("four", user)) == 200
+    sent = bodies(graph)
+    assert len(model.chats()) == 2
+    assert len(sent) == 4  # two answers, /usage, one limit reply; "four" gets silence
+    assert sent[3].startswith("You have reached today's limit. I can answer again after ")
+    assert sent[3].endswith(" 00:00 UTC.")
+    stored = db.collection("conversations").document(doc_id(user)).get().to_dict()
+    assert (stored["usageTurns"], stored["usageTokens"], stored["usageMessages"]) == (2, 20, 2)
+
+
+def test_the_token_limit_counts_the_api_usage(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    user = "15550004444"
+    model.tokens = (40, 15)  # one turn spends more than MAX_TOKENS_PER_DAY=50
+    assert deliver(responder, text("a long question", user)) == 200
+    assert deliver(responder, text("another", user)) == 200
+    assert len(model.chats()) == 1
+    assert bodies(graph)[1].startswith("You have reached today's limit.")
+
+
+def test_reset_does_not_clear_the_day_s_usage(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    user = "15550005555"
+    for words in ("one", "two", "/reset", "three"):
+        assert deliver(responder, text(words, user)) == 200
+    assert len(model.chats()) == 2
+    assert bodies(graph)[-1].startswith("You have reached today's limit.")
+
+
+# --- the whole bot's budget --------------------------------------------------------------------
+
+
+def test_the_sharded_budget_is_exact_under_50_concurrent_turns_then_busy_for_everyone(
+    budgeted: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    turns = [text(f"question {n}", f"1555100{n:04d}") for n in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert list(pool.map(lambda e: deliver(budgeted, e), turns)) == [200] * 50
+    shards = db.collection("budget").stream()
+    assert sum(s.to_dict()["tokens"] for s in shards) == 100  # 50 turns x 2 tokens, none lost
+    first, second = "15552000001", "15552000002"
+    for envelope in (text("a", first), text("b", first), text("c", first)):
+        assert deliver(budgeted, envelope) == 200  # 102, 104, 106 tokens: the ceiling is reached
+    assert deliver(budgeted, text("d", first)) == 200
+    assert deliver(budgeted, text("e", second)) == 200
+    assert deliver(budgeted, text("f", second)) == 200
+    busy = TEXT_DEFAULTS["BUSY_TEXT"]
+    assert len(model.chats()) == 53
+    assert bodies(graph)[-2:] == [
+        busy,
+        busy,
+    ]  # the first user's 4th turn, the second user's 1st; then silence
+    assert budgeted.log_text().count('"token_budget"') == 1
+
+
+# --- a human steps in --------------------------------------------------------------------------
+
+
+def test_pause_from_an_admin_silences_one_user_and_resume_brings_the_texts_back(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    user = FRIEND
+    assert deliver(responder, text(f"/pause {user}", ADMIN)) == 200
+    assert bodies(graph)[-1].startswith(f"Paused {user} until /resume")
+    assert deliver(responder, text("I need a human", user)) == 200
+    assert deliver(responder, text("please call me", user)) == 200
+    assert len(graph.sent()) == 1 and model.chats() == []
+    assert deliver(responder, text("/stats", ADMIN)) == 200
+    assert bodies(graph)[-1].startswith("Today (") and "2 messages from 1 users" in bodies(graph)[-1]
+    assert deliver(responder, text(f"/resume {user}", ADMIN)) == 200
+    assert deliver(responder, text("thanks", user)) == 200
+    [chat] = model.chats()
+    said = [m["content"] for m in chat["messages"] if m["role"] == "user"]
+    assert said == ["I need a human", "please call me", "thanks"]
+    assert bodies(graph)[-1].startswith("echo: thanks")
+
+
+def test_pause_alone_pauses_everyone_for_a_while(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    assert deliver(responder, text("/pause 2h", ADMIN)) == 200
+    assert bodies(graph)[-1].startswith("Paused everyone until ")
+    assert deliver(responder, text("hello", FRIEND)) == 200
+    assert model.chats() == [] and len(graph.sent()) == 1
+    assert deliver(responder, text("/resume", ADMIN)) == 200
+    assert deliver(responder, text("hello again", FRIEND)) == 200
+    assert len(model.chats()) == 1
+
+
+def test_pause_from_anyone_else_is_text_for_the_model(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    assert deliver(responder, text(f"/pause {ADMIN}", FRIEND)) == 200
+    [chat] = model.chats()
+    assert chat["messages"][-1]["content"] == f"/pause {ADMIN}"
+    assert deliver(responder, text("still there?", ADMIN)) == 200
+    assert len(model.chats()) == 2
+
+
+def test_an_answer_from_the_business_app_pauses_the_bot_for_that_chat(
+    webhook: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    """Meta's smb_message_echoes (coexistence): value.message_echoes[] with from, to, id, timestamp."""
+    echo = {"from": "15550783881", "to": FRIEND, "id": f"wamid.{uuid.uuid4().hex}", "type": "text"}
+    echo.update(timestamp=str(int(time.time())), text={"body": "Hi, this is Sam from the shop"})
+    metadata = {"display_phone_number": "15550783881", "phone_number_id": BUSINESS}
+    value = {"messaging_product": "whatsapp", "metadata": metadata, "message_echoes": [echo]}
+    change = {"field": "smb_message_echoes", "value": value}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]})
+    headers = signed_headers(body.encode(), APP_SECRET)
+    assert requests.post(webhook.url, data=body.encode(), headers=headers, timeout=30).status_code == 200
+    [received] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert (received.type, received.refused, received.user, received.text) == ("echo", "echo", FRIEND, None)
+    assert deliver(responder, received) == 200
+    assert deliver(responder, text("are you a bot?", FRIEND)) == 200
+    assert list(graph.requests) == [] and model.chats() == []  # no read receipt for the echo either
+    assert [t["content"] for t in stored_turns(db, FRIEND)] == ["are you a bot?"]
+
+
+# --- replies that do not waste billed messages -------------------------------------------------
+
+
+def test_a_six_part_reply_arrives_as_max_reply_parts(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    model.answer = lambda messages: " ".join(["word"] * 6 * 900)  # ~27,000 characters: 6+ parts
+    assert deliver(responder, text("tell me everything")) == 200
+    sent = bodies(graph)
+    assert len(sent) == 3
+    assert all(len(part) <= 4096 for part in sent)
+    assert sent[-1].endswith("word\n\n(answer shortened)")
+
+
+# --- voice-note seconds per day ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transcriber(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[FunctionProcess]:
+    env = stand_in_env(
+        emulators, graph, model, TRANSCRIBE_BACKEND="openai", MAX_AUDIO_SECONDS_PER_DAY="2", **GUARDS
+    )
+    function = serve("transcriber", env)
+    yield function
+    function.stop()
+
+
+def test_voice_seconds_are_counted_and_a_user_at_the_limit_is_not_downloaded(
+    transcriber: FunctionProcess,
+    responder: FunctionProcess,
+    topics: Topics,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+) -> None:
+    user = "15550004444"
+    graph.add_media("4242", (AUDIO / "en_weather.ogg").read_bytes(), "audio/ogg; codecs=opus")
+    note = replace(text("", user), type="audio", text=None, media=MediaRef("4242", "audio/ogg", None, True))
+    assert deliver(transcriber, note) == 200
+    [first] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert first.transcript and 2 < (first.audio_seconds or 0) < 4  # transcribed: 0 s used so far
+    assert deliver(responder, first) == 200
+    stored = db.collection("conversations").document(doc_id(user)).get().to_dict()
+    assert stored["usageAudio"] == pytest.approx(first.audio_seconds)
+    graph.reset()
+    second = replace(note, message_id=f"wamid.{uuid.uuid4().hex}")
+    assert deliver(transcriber, second) == 200
+    [held] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    assert held.refused == "audio_limit" and held.media is None
+    assert list(graph.requests) == []  # not even the media's metadata was asked for
+    assert deliver(responder, held) == 200
+    assert bodies(graph)[0].startswith("You have reached today's limit.")
+    assert len(model.transcriptions()) == 1
+
+
+# --- the simulator -----------------------------------------------------------------------------
+
+
+def test_make_dev_names_a_simulator_admin_and_the_page_offers_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local.devconfig import SIMULATOR_ADMIN, Plan
+    from local.simulator.server import create_app
+
+    plan = Plan.from_settings(
+        {
+            "WEBHOOK_PORT": "0",
+            "TRANSCRIBER_PORT": "0",
+            "RESPONDER_PORT": "0",
+            "PUBSUB_PORT": "0",
+            "FIRESTORE_PORT": "0",
+            "SIMULATOR_PORT": "0",
+            "OFFLINE_MODEL_PORT": "0",
+        }
+    )
+    assert plan.settings["ADMIN_USERS"] == SIMULATOR_ADMIN
+    monkeypatch.setenv("ADMIN_USERS", f"+{SIMULATOR_ADMIN}")
+    state = create_app("http://127.0.0.1:9/", "secret", "token").test_client().get("/api/state").get_json()
+    assert state["admins"] == [SIMULATOR_ADMIN]
+    assert {"key": SIMULATOR_ADMIN, "name": "Admin"}.items() <= next(
+        u for u in state["users"] if u["key"] == SIMULATOR_ADMIN
+    ).items()
+
+
+def test_the_day_ends_at_midnight_in_limits_timezone() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from common.policy import Policy
+
+    policy = replace(Policy.from_env(), timezone=ZoneInfo("America/Los_Angeles"))
+    late_evening = datetime(2026, 11, 27, 7, 30, tzinfo=UTC)  # 23:30 on the 26th in Los Angeles
+    assert policy.day(late_evening) == "2026-11-26"
+    assert policy.resets_at(late_evening) == "2026-11-27 00:00 PST"
+    assert replace(policy, timezone=ZoneInfo("UTC")).day(late_evening) == "2026-11-27"
