@@ -55,7 +55,8 @@ def text_post(index: int, secret: str) -> tuple[str, bytes, dict[str, str]]:
     user = f"1666{index % 50:07d}"
     message_id = f"wamid.pipe{uuid.uuid4().hex}"
     value["contacts"][0]["wa_id"] = user
-    value["messages"][0].update({"id": message_id, "from": user})
+    # sent now: the responder acknowledges old messages without answering (MAX_MESSAGE_AGE_HOURS)
+    value["messages"][0].update({"id": message_id, "from": user, "timestamp": str(int(time.time()))})
     raw = json.dumps(body).encode()
     return message_id, raw, signed_headers(raw, secret)
 

@@ -49,7 +49,8 @@ def webhook(request: Request) -> Response:
     limit = int(config.number("MAX_BODY_BYTES"))
     if (request.content_length or 0) > limit:
         return reply(413, status="error", reason=f"body over {limit} bytes")
-    raw_body = request.stream.read(limit + 1)  # exact bytes, never re-serialised
+    # Exact bytes, never re-serialised; a buffer the size of the body, not of the limit (3 MB a POST)
+    raw_body = request.stream.read((request.content_length or limit) + 1)
     if len(raw_body) > limit:
         return reply(413, status="error", reason=f"body over {limit} bytes")
     return receive(raw_body, request.headers.get("X-Hub-Signature-256"), app_secret, _publish_all)
