@@ -114,14 +114,13 @@ class Stack:
 def _spawn_module(name: str, module: str, port: int, env: dict[str, str], out: Pump) -> FunctionProcess:
     """Our own servers (simulator, offline model), started like local.functions starts functions."""
     process = subprocess.Popen(
-        [sys.executable, "-m", module],
+        emu.dying_with_parent([sys.executable, "-m", module]),
         env={**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
         cwd=REPO,
         stdout=out.writer(),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=emu.die_with_parent,
     )
     out.writer_spawned()
     return FunctionProcess(name, port, process, None)

@@ -7,7 +7,6 @@ for under the gcloud SDK root, then $EMULATORS_DIR, then ../shared/emulators bes
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -113,13 +112,17 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when the process that started it dies, even by SIGKILL.
+def dying_with_parent(argv: list[str]) -> list[str]:
+    """The command, made to get SIGTERM when the process that starts it dies, even by SIGKILL.
 
-    Elsewhere (no prctl in libc) it does nothing: stop() still ends the group.
+    util-linux's setpriv sets PR_SET_PDEATHSIG and execs the command, so Popen needs no
+    preexec_fn: a preexec_fn makes Python fork() instead of vfork(), and fork() runs gRPC's
+    pthread_atfork handlers, which can hang the starting process for good while its Pub/Sub or
+    Firestore client has threads at work (seen in the test suite). Without setpriv (not Linux)
+    the command runs as it is: stop() still ends its process group.
     """
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "SIGTERM", "--", *argv] if setpriv else argv
 
 
 @dataclass
@@ -170,12 +173,11 @@ def _spawn(name: str, args: list[str], port: int) -> Emulator:
     log_path = Path(tempfile.gettempdir()) / f"whatsbot-{name}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [java, *JAVA_OPTS, *args],
+            dying_with_parent([java, *JAVA_OPTS, *args]),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
     return Emulator(name, port, process, log_path)
 

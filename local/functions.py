@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.emulators import REPO, die_with_parent, free_port, port_is_free, stop_group
+from local.emulators import REPO, dying_with_parent, free_port, port_is_free, stop_group
 
 FUNCTIONS = {
     # name: (entry point, signature type)
@@ -96,14 +96,13 @@ def serve(
     ]
     try:
         process = subprocess.Popen(
-            argv,
+            dying_with_parent(argv),
             env=full_env,
             cwd=REPO,
             stdout=stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
     finally:
         if log_path is not None and hasattr(stdout, "close"):
