@@ -120,7 +120,7 @@ def _worker(url: str, requests: list[bytes], senders: int, ready, go, results) -
 
 def run(url: str, requests: list[bytes], senders: int) -> LoadResult:
     """Send every request in `requests` from `senders` concurrent keep-alive connections."""
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")  # no fork() of a process with gRPC threads
     processes = min(PROCESSES, senders)
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     workers = []
