@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from google.cloud import firestore
 
 from local import emulators as emu
 from tests.support.fakes import FakeGraph, FakeOpenAI
@@ -90,3 +91,14 @@ def model() -> Iterator[FakeOpenAI]:
     server = FakeOpenAI()
     yield server
     server.close()
+
+
+@pytest.fixture
+def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
+    """A wiped Firestore and stand-ins as new, for every test of a module's running functions."""
+    emu.wipe_firestore(emulators.firestore, PROJECT)
+    graph.reset()
+    model.reset()
+    client = firestore.Client(project=PROJECT)
+    yield client
+    client.close()

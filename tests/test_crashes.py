@@ -29,9 +29,9 @@ from common.events import DEAD_LETTER_ATTRIBUTE
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
-from tests.conftest import PROJECT, stand_in_env
+from tests.conftest import stand_in_env
 from tests.support.delivery import deliver, killer, redeliver_until_answered
-from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
+from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.wait import wait_for
 
 SENDER = "15550006666"
@@ -65,17 +65,6 @@ def doomed(env: dict[str, str]) -> Iterator[FunctionProcess]:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(function.process.pid, signal.SIGCONT)
     function.stop()
-
-
-@pytest.fixture
-def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
-    emu.wipe_firestore(emulators.firestore, PROJECT)
-    graph.reset()
-    model.reset()
-    model.answer = echo_model
-    client = firestore.Client(project=PROJECT)
-    yield client
-    client.close()
 
 
 def envelope(words: str = "what time is it?", user: str = SENDER) -> Envelope:

@@ -20,7 +20,7 @@ from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver as push
-from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
+from tests.support.fakes import FakeGraph, FakeOpenAI
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
@@ -50,7 +50,6 @@ def _clean(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Non
     emulators.wipe(PROJECT)
     graph.reset()
     model.reset()
-    model.answer = echo_model
 
 
 def envelope(kind: str = "text", text: str | None = None, **extra: object) -> Envelope:

@@ -96,7 +96,6 @@ def _fresh(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Non
     emu.wipe_firestore(emulators.firestore, PROJECT)
     graph.reset()
     model.reset()
-    model.transcript = "a transcript from the fake"
 
 
 def voice_note(graph: FakeGraph) -> Envelope:

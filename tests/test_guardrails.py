@@ -21,9 +21,9 @@ from common.envelope import Envelope, MediaRef
 from common.policy import TEXT_DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
-from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, function_env, stand_in_env
+from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env, stand_in_env
 from tests.support.delivery import deliver
-from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
+from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.meta import fixture, signed_headers
 from tests.support.pubsub import Topics
 
@@ -64,17 +64,6 @@ def budgeted(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> I
     function = serve("responder", env)
     yield function
     function.stop()
-
-
-@pytest.fixture
-def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
-    emu.wipe_firestore(emulators.firestore, PROJECT)
-    graph.reset()
-    model.reset()
-    model.answer, model.tokens = echo_model, (1, 1)
-    client = firestore.Client(project=PROJECT)
-    yield client
-    client.close()
 
 
 def text(words: str, user: str = FRIEND, **changes: object) -> Envelope:

@@ -25,7 +25,7 @@ from local.functions import FunctionProcess, serve
 from local.topics import wire_push
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, stand_in_env
 from tests.support.delivery import deliver
-from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model
+from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.meta import fixture, signed_headers
 from tests.support.wait import wait_for
 
@@ -66,7 +66,6 @@ def clean(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> None
     emulators.wipe(PROJECT)
     graph.reset()
     model.reset()
-    model.answer = echo_model
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from common.log import digest
 from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
-from tests.conftest import OPENAI_KEY, PROJECT, stand_in_env
+from tests.conftest import OPENAI_KEY, stand_in_env
 from tests.support.delivery import deliver
-from tests.support.fakes import FakeGraph, FakeOpenAI, echo_model, graph_error
+from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 
 BUSINESS = "106540352242922"
 # An attempt may work 5 s; its claim's lease is 6 s (the rule's margin is 30 s in production,
@@ -67,18 +67,6 @@ def tuned(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iter
     function = serve("responder", env)
     yield function
     function.stop()
-
-
-@pytest.fixture
-def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
-    """A wiped Firestore and fresh stand-ins for every test."""
-    emu.wipe_firestore(emulators.firestore, PROJECT)
-    graph.reset()
-    model.reset()
-    model.answer = echo_model
-    client = firestore.Client(project=PROJECT)
-    yield client
-    client.close()
 
 
 def text(words: str, user: str = "15550001111", **changes: object) -> Envelope:

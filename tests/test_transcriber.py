@@ -57,7 +57,6 @@ def openai_server(model: FakeOpenAI) -> FakeOpenAI:
 def _fresh_fakes(graph: FakeGraph, openai_server: FakeOpenAI) -> None:
     graph.reset()
     openai_server.reset()
-    openai_server.transcript = "a transcript from the fake"
 
 
 def _serve(emulators: emu.Emulators, graph: FakeGraph, openai: FakeOpenAI, backend: str) -> FunctionProcess:

@@ -26,7 +26,7 @@ from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.simulator.server import create_app
-from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, function_env, stand_in_env
+from tests.conftest import APP_SECRET, TOPIC_TEXT, function_env, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
@@ -60,14 +60,10 @@ def responder(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> 
 
 
 @pytest.fixture
-def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
-    emu.wipe_firestore(emulators.firestore, PROJECT)
-    graph.reset()
-    model.reset()
-    model.answer, model.delay = echo_words, 0.0
-    client = firestore.Client(project=PROJECT)
-    yield client
-    client.close()
+def db(db: firestore.Client, model: FakeOpenAI) -> firestore.Client:
+    """conftest's db, with a model that echoes the user's words."""
+    model.answer = echo_words
+    return db
 
 
 def sent_media(

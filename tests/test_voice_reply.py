@@ -16,9 +16,9 @@ from common.claims import doc_id
 from common.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
-from tests.conftest import PROJECT, stand_in_env
+from tests.conftest import stand_in_env
 from tests.support.delivery import deliver, killer, redeliver_until_answered
-from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI, echo_model
+from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI
 
 BUSINESS = "106540352242922"
 TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "20", "CLAIM_LEASE_SECONDS": "21", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
@@ -55,18 +55,6 @@ def plain(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iter
     function = responder_with(emulators, graph, model)  # VOICE_REPLY unset: text
     yield function
     function.stop()
-
-
-@pytest.fixture
-def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterator[firestore.Client]:
-    emu.wipe_firestore(emulators.firestore, PROJECT)
-    graph.reset()
-    model.reset()
-    model.answer = echo_model
-    model.speech = SPEECH.read_bytes()
-    client = firestore.Client(project=PROJECT)
-    yield client
-    client.close()
 
 
 def note(words: str, user: str = "15550004444") -> Envelope:

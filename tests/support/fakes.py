@@ -299,12 +299,21 @@ class FakeOpenAI(FakeServer):
     """Chat completions and audio transcriptions, in OpenAI's wire format."""
 
     def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = echo_model) -> None:
-        self.answer = answer
+        self._default_answer = answer
+        super().__init__()
+        self._defaults()
+
+    def _defaults(self) -> None:
+        self.answer = self._default_answer
         self.transcript = "a transcript from the fake"
         self.delay = 0.0  # seconds the model "thinks" before answering
         self.tokens = (1, 1)  # (prompt, completion) tokens each chat answer reports in `usage`
         self.speech = SPEECH.read_bytes()  # what /audio/speech answers: a mono OGG/Opus recording
-        super().__init__()
+
+    def reset(self) -> None:
+        """Forget requests, failures and hooks, and answer as a new server would."""
+        super().reset()
+        self._defaults()
 
     @property
     def base_url(self) -> str:
