@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from common import config
+from common import config, log
 
 # Meta error codes a later attempt can fix: throttling (4, 17, 32, 613, 80007, 130429, 131048 spam
 # rate limit, 131056 pair rate limit) and transient failures (1, 2, 131000, 131016).
@@ -38,6 +38,14 @@ class GraphError(Exception):
         super().__init__(f"Graph API {status} code={code} {title}")
         self.status, self.code, self.title, self.retriable = status, code, title, retriable
         self.auth = code in AUTH_CODES if auth is None else auth
+
+
+AUTH_ALERT = "Graph API token or permission error"  # the message the README's log-based alert matches
+
+
+def alert_auth(exc: GraphError, **fields: Any) -> None:
+    """The one ERROR line a token or permission error writes: an outage, not a bad message."""
+    log.error(AUTH_ALERT, alert="graph_auth", code=exc.code, status=exc.status, **fields)
 
 
 class DownloadRefused(GraphError):
@@ -136,13 +144,8 @@ class GraphClient:
         timeout: float | None = None,
     ) -> str:
         """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id."""
-        payload: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "type": "text",
-            "text": {"body": body, "preview_url": False},
-        }
-        return self._message(phone_number_id, to, payload, reply_to, timeout)
+        text = {"body": body, "preview_url": False}
+        return self._message(phone_number_id, to, "text", text, reply_to, timeout)
 
     def send_audio(
         self,
@@ -153,22 +156,25 @@ class GraphClient:
         timeout: float | None = None,
     ) -> str:
         """Send an uploaded OGG/Opus file as a voice note (`voice: true`: the round play button)."""
-        payload: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "type": "audio",
-            "audio": {"id": media_id, "voice": True},
-        }
-        return self._message(phone_number_id, to, payload, reply_to, timeout)
+        audio = {"id": media_id, "voice": True}
+        return self._message(phone_number_id, to, "audio", audio, reply_to, timeout)
 
     def _message(
         self,
         phone_number_id: str,
         to: str,
-        payload: dict[str, Any],
+        kind: str,
+        content: dict[str, Any],
         reply_to: str | None,
         timeout: float | None,
     ) -> str:
+        """POST one message of `kind` (its `content` under that key); returns the new message id."""
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "type": kind,
+            kind: content,
+        }
         payload["recipient" if BSUID.match(to) else "to"] = to
         if reply_to:
             payload["context"] = {"message_id": reply_to}

@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common import log
-from common.graph import DownloadRefused, GraphClient, GraphError, MediaTooLarge
+from common.graph import DownloadRefused, GraphClient, GraphError, MediaTooLarge, alert_auth
 
 TOO_LARGE = "too_large"  # declared or downloaded size over the limit
 UNAVAILABLE = "media_unavailable"  # the Graph API refused it for good, or named a url we refuse
-
-AUTH_ALERT = "Graph API token or permission error"  # the message the README's log alert matches
 
 
 class Unfetchable(Exception):
@@ -53,7 +51,7 @@ def fetch(graph: GraphClient, media_id: str, limit: int) -> Media:
         if exc.retriable:
             raise
         if exc.auth:
-            log.error(AUTH_ALERT, alert="graph_auth", code=exc.code, status=exc.status)
+            alert_auth(exc)
         raise Unfetchable(UNAVAILABLE, str(exc)) from exc
 
 
