@@ -15,10 +15,9 @@ write (`LostClaim`) and is acknowledged.
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from google.cloud import firestore
@@ -26,12 +25,13 @@ from google.cloud import firestore
 from common import config, log, texts
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
-from common.graph import GraphClient, GraphError
+from common.graph import GraphClient, GraphError, alert_auth
 from common.guardrails import Guard
-from common.history import Budget, Conversation, History, Turn
+from common.history import Budget, History, Turn
 from common.inputs import Inputs, Request, Unanswerable
 from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
+from common.overlap import Overlap
 from common.speech import SpeechUnavailable
 from common.typing_indicator import Typing
 from common.voice_reply import VoiceReplies, capped
@@ -79,10 +79,9 @@ class Responder:
         self.inputs = Inputs.from_env(self.graph, self.texts)
         self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
         self.voice = VoiceReplies(self.history, self.graph)
-        # Round trips that need not wait on each other run side by side: the history read with
-        # the claim, the read receipt with the model call (it ends before anything is stored).
-        self._io = ThreadPoolExecutor(16, thread_name_prefix="responder-io")
-        self._attempt = threading.local()  # this thread's attempt: its prefetched history, its receipt
+        # The history read runs alongside the claim, the read receipt alongside the model call (it
+        # ends before anything is stored).
+        self.overlap = Overlap()
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
@@ -92,7 +91,8 @@ class Responder:
             return
         if self.guard.stale(envelope) or self.guard.echo(envelope):  # old, or the business answered
             return
-        self._prefetch_history(envelope)  # a read, no side effect: it overlaps the claim
+        wanted = texts.command(envelope) is None and not envelope.refused  # strangers: no read
+        self.overlap.prefetch(envelope.user, self.history.load if wanted else None)  # no side effect
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
             log.info("already answered: redelivery acknowledged", **fields)
@@ -143,12 +143,11 @@ class Responder:
             log.warning(stopped, message_id=envelope.message_id)
 
     def _reply(self, envelope: Envelope, claim: Claim, deadline: float) -> None:
-        self._attempt.receipt = None
-        if self.guard.reads(envelope):  # not for strangers, nor where a human has the chat
-            self._attempt.receipt = self._io.submit(self._mark_read, envelope, deadline)  # while answering
+        reads = self.guard.reads(envelope)  # not for strangers, nor where a human has the chat
+        self.overlap.start(functools.partial(self._mark_read, envelope, deadline) if reads else None)
         with self._typing(envelope, deadline):  # media and the model can outlast the indicator
             reply = self._answer(envelope, claim, deadline)
-        self._receipt_done()
+        self.overlap.wait()
         if reply is not None:  # None: a guardrail keeps the bot silent
             self._send(envelope, claim, reply, deadline, claim.parts_sent)
         self.claims.done(envelope.message_id, claim)
@@ -166,7 +165,7 @@ class Responder:
             return switched
         if request is None:
             return self.texts.canned_reply(envelope)
-        conversation = self._loaded_history(envelope)
+        conversation = self.overlap.take(envelope.user, self.history.load)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
             return stored
@@ -181,7 +180,7 @@ class Responder:
         reply = self._ask_model(conversation.turns, user_turn, deadline)
         tokens = getattr(reply, "tokens", 0)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
-        self._receipt_done()  # a token error on the receipt: nothing stored, as before
+        self.overlap.wait()  # a token error on the receipt: nothing stored
         new_turns: list[Turn] = [
             {"role": "user", "content": user_turn.stand_in, "messageId": envelope.message_id},
             {"role": "assistant", "content": reply, "messageId": envelope.message_id},
@@ -259,29 +258,6 @@ class Responder:
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))
 
-    def _prefetch_history(self, envelope: Envelope) -> None:
-        """Start reading the user's history now (it is read at most once per turn, after the claim
-        or alongside it); commands do not read it here."""
-        wanted = texts.command(envelope) is None and not envelope.refused  # strangers: no read
-        self._attempt.history = (
-            envelope.user,
-            self._io.submit(self.history.load, envelope.user) if wanted else None,
-        )
-
-    def _loaded_history(self, envelope: Envelope) -> Conversation:
-        """The history this attempt prefetched, else a fresh read."""
-        user, pending = getattr(self._attempt, "history", (None, None))
-        self._attempt.history = (None, None)
-        if pending is not None and user == envelope.user:
-            return pending.result()
-        return self.history.load(envelope.user)
-
-    def _receipt_done(self) -> None:
-        """Wait for the read receipt sent alongside the answer; its token error stops the attempt."""
-        receipt: Future[None] | None = getattr(self._attempt, "receipt", None)
-        if receipt is not None:
-            receipt.result()
-
     def _typing(self, envelope: Envelope, deadline: float) -> Typing:
         """'typing…' re-sent every TYPING_REFRESH_SECONDS while the block runs (never after it)."""
         return Typing(
@@ -316,11 +292,5 @@ def _stop_if_late(deadline: float) -> float:
 
 def _auth_failure(envelope: Envelope, exc: GraphError) -> RetryLater:
     """A token or permission error is an outage: never done, retried until the dead-letter topic."""
-    log.error(
-        "Graph API token or permission error",
-        alert="graph_auth",
-        code=exc.code,
-        status=exc.status,
-        message_id=envelope.message_id,
-    )
+    alert_auth(exc, message_id=envelope.message_id)
     return RetryLater(f"Graph API token or permission error {exc.code}")
