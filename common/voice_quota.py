@@ -13,14 +13,14 @@ counted by the responder in the same write as the turn.
 from __future__ import annotations
 
 from dataclasses import replace
-
-from google.cloud import firestore
+from typing import TYPE_CHECKING
 
 from common import config, log
-from common.claims import doc_id
-from common.counters import Usage
 from common.envelope import Envelope
 from common.policy import Policy
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused
 
@@ -39,11 +39,21 @@ class VoiceQuota:
         limit = self.policy.max_audio_seconds
         if not limit:
             return None
-        if self._db is None:
-            self._db = firestore.Client(project=config.project())
-        document = self._db.collection("conversations").document(doc_id(envelope.user)).get()
-        used = Usage.of(document.to_dict() or {}, self.policy.day()).audio
+        used = self._seconds_used(envelope.user)
         if used < limit:
             return None
         log.info("over the daily voice seconds: not downloaded", seconds=round(used), **ids)
         return replace(envelope, media=None, refused=OVER_AUDIO_LIMIT)
+
+    def _seconds_used(self, user: str) -> float:
+        """Today's voice seconds so far (1 read). Firestore is imported here, not at load: a
+        transcriber without MAX_AUDIO_SECONDS_PER_DAY never pays for it at a cold start."""
+        from google.cloud import firestore
+
+        from common.claims import doc_id
+        from common.counters import Usage
+
+        if self._db is None:
+            self._db = firestore.Client(project=config.project())
+        document = self._db.collection("conversations").document(doc_id(user)).get()
+        return Usage.of(document.to_dict() or {}, self.policy.day()).audio
