@@ -9,11 +9,12 @@ process, file to file, with a timeout (as common/transcription/decode.py does).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from common import ffmpeg
 
 OPUS_RATE = 48_000  # Opus granule positions count 48 kHz samples, whatever the input rate was
 FFMPEG_TIMEOUT = 60.0  # seconds; a minute of speech encodes in well under one
@@ -49,7 +50,7 @@ def to_voice_note(data: bytes, bitrate: str) -> bytes:
         source, target = Path(folder) / "speech.in", Path(folder) / "voice.ogg"
         source.write_bytes(data)
         encode = ["-vn", "-ac", "1", "-ar", str(OPUS_RATE), "-c:a", "libopus", "-b:a", bitrate]
-        argv = [ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(source)]
+        argv = [ffmpeg.binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(source)]
         argv += [*encode, "-application", "voip", "-map_metadata", "-1", "-f", "ogg", "-y", str(target)]
         try:
             done = subprocess.run(argv, capture_output=True, timeout=FFMPEG_TIMEOUT, check=False)
@@ -58,16 +59,3 @@ def to_voice_note(data: bytes, bitrate: str) -> bytes:
         if done.returncode != 0 or not target.exists():
             raise NotEncodable(f"ffmpeg failed ({done.returncode})")
         return target.read_bytes()
-
-
-_ffmpeg_path: str | None = None
-
-
-def ffmpeg() -> str:
-    """The ffmpeg binary inside the imageio-ffmpeg wheel (found once, on first use)."""
-    global _ffmpeg_path
-    if _ffmpeg_path is None:
-        import imageio_ffmpeg
-
-        _ffmpeg_path = os.fspath(imageio_ffmpeg.get_ffmpeg_exe())
-    return _ffmpeg_path

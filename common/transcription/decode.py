@@ -12,13 +12,13 @@ ESTIMATE_MARGIN, so that no note under the limit is refused; the decode's exact 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import ffmpeg
 from common.transcription.audio import Audio
 from common.transcription.errors import TOO_LONG, UNDECODABLE, Failed
 
@@ -109,7 +109,7 @@ def _workdir(audio: Audio) -> Iterator[Path]:
 
 def _run(args: list[str], audio: Audio, check: bool = True) -> tuple[bytes, bytes]:
     """ffmpeg with `args`, no stdin, a timeout; Failed(UNDECODABLE) when it fails or hangs."""
-    argv = [_ffmpeg(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
+    argv = [ffmpeg.binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=FFMPEG_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -117,16 +117,3 @@ def _run(args: list[str], audio: Audio, check: bool = True) -> tuple[bytes, byte
     if check and done.returncode != 0:
         raise Failed(UNDECODABLE, f"ffmpeg could not decode {audio.format.name}")
     return done.stdout, done.stderr
-
-
-_ffmpeg_path: str | None = None
-
-
-def _ffmpeg() -> str:
-    """The ffmpeg binary inside the imageio-ffmpeg wheel (found once, on first use)."""
-    global _ffmpeg_path
-    if _ffmpeg_path is None:
-        import imageio_ffmpeg
-
-        _ffmpeg_path = os.fspath(imageio_ffmpeg.get_ffmpeg_exe())
-    return _ffmpeg_path
