@@ -132,13 +132,11 @@ class Inputs:
             {"type": "text", "text": caption or self.texts.image_prompt},
             {"type": "image_url", "image_url": {"url": data_url(kind, fetched.data)}},
         ]
-        return Turn(
-            parts,
-            _with_caption(stand_in, caption),
-            self.vision_model,
-            self.vision_timeout,
-            self.texts.media_refused,
-        )
+        return self._for_vision(parts, _with_caption(stand_in, caption))
+
+    def _for_vision(self, parts: Content, stand_in: str) -> Turn:
+        """Image and PDF parts go to VISION_MODEL, with its longer timeout and refusal reply."""
+        return Turn(parts, stand_in, self.vision_model, self.vision_timeout, self.texts.media_refused)
 
     def _document(self, envelope: Envelope, caption: str) -> Turn:
         ref = envelope.media
@@ -178,13 +176,7 @@ class Inputs:
             ]
             plural = "s" if pages != 1 else ""
             stand_in = f'[document "{name}": PDF, {pages} page{plural}, {size}]'
-            return Turn(
-                parts,
-                _with_caption(stand_in, caption),
-                self.vision_model,
-                self.vision_timeout,
-                self.texts.media_refused,
-            )
+            return self._for_vision(parts, _with_caption(stand_in, caption))
         if kind == media.TEXT and (extension in TEXT_FILES or declared in TEXT_MIME_TYPES):
             body = fetched.data.decode("utf-8", errors="replace").lstrip("\ufeff")
             cut = f" (the first {TEXT_DOCUMENT_CHARS} characters)" if len(body) > TEXT_DOCUMENT_CHARS else ""
