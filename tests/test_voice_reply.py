@@ -276,7 +276,7 @@ def test_a_crash_between_upload_and_send_still_sends_one_voice_note(
     emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
     """No release after a crash: the retry speaks and uploads again (documented), and sends once."""
-    short = {"ATTEMPT_TIMEOUT_SECONDS": "4", "CLAIM_LEASE_SECONDS": "5", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
+    short = {"ATTEMPT_TIMEOUT_SECONDS": "8", "CLAIM_LEASE_SECONDS": "9", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
     env = stand_in_env(emulators, graph, model, OPENAI_MODEL="test-model", VOICE_REPLY="voice", **short)
     doomed, rescuer = serve("responder", env), serve("responder", env)
     try:
