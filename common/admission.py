@@ -10,12 +10,15 @@ NOT_ALLOWED_TEXT through its claim (exactly once, like any reply).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from common import config, log
 from common.echoes import Echo
 from common.envelope import Envelope
-from common.payload import Message
 from common.policy import Policy, ids_of
+
+if TYPE_CHECKING:  # the parser is the webhook's; the responder imports this module for NOT_ALLOWED
+    from common.payload import Message
 
 NOT_ALLOWED = "not_allowed"
 

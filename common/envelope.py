@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common.payload import Message
+if TYPE_CHECKING:  # the webhook's parser: the responder and transcriber only decode envelopes
+    from common.payload import Message
 
 VERSION = 1
 
