@@ -1,8 +1,8 @@
-"""The chat model through the openai SDK; failures sorted into 'retry later' and 'give up'.
+"""The chat model (OpenAI's /chat/completions); failures sorted into 'retry later' and 'give up'.
 
-The SDK reads OPENAI_API_KEY and OPENAI_BASE_URL itself, so any OpenAI-compatible server works.
-The retries of 429/5xx/timeouts (`OPENAI_MAX_RETRIES`) are made here rather than by the SDK, so
-that each call's timeout and the back-off between calls are cut to the attempt's deadline.
+common/openai_api.py makes the call (OPENAI_BASE_URL, OPENAI_API_KEY: any OpenAI-compatible server
+works). The retries of 429/5xx/timeouts (`OPENAI_MAX_RETRIES`) are made here rather than by the
+client, so that each call's timeout and the back-off between calls are cut to the attempt's deadline.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import openai
-
 from common import config
+from common.openai_api import OpenAIClient, StatusError, Unreachable
 
 CONTEXT_ERROR_HINTS = (
     "context_length_exceeded",
@@ -23,7 +22,7 @@ CONTEXT_ERROR_HINTS = (
 
 
 class ModelUnavailable(Exception):
-    """Rate limited, 5xx, timeout or unreachable after the SDK's retries: Pub/Sub should retry."""
+    """Rate limited, 5xx, timeout or unreachable after the retries: Pub/Sub should retry."""
 
 
 class ContextTooLong(Exception):
@@ -38,26 +37,17 @@ class ModelRefused(Exception):
         self.status, self.code = status, code
 
 
-def openai_client(timeout: float, max_retries: int) -> openai.OpenAI:
-    """The SDK client for chat and transcription. Empty variables count as unset (an `.env` line
-    `OPENAI_BASE_URL=` would otherwise become the SDK's base URL); local servers need no key."""
-    return openai.OpenAI(
-        api_key=config.get("OPENAI_API_KEY") or "unset",
-        base_url=config.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
-        timeout=timeout,
-        max_retries=max_retries,
-    )
-
-
 class Completion(str):
     """The model's answer as a plain string that also carries its token count (`usage`)."""
 
     tokens: int = 0
 
 
-def _completion(text: str, usage: Any) -> Completion:
-    answer = Completion(text)
-    answer.tokens = int(getattr(usage, "total_tokens", 0) or 0)
+def _completion(response: dict[str, Any]) -> Completion:
+    """The first choice's text and the `usage` total of a /chat/completions answer."""
+    choices = response.get("choices") or [{}]
+    answer = Completion(((choices[0].get("message") or {}).get("content") or "").strip())
+    answer.tokens = int((response.get("usage") or {}).get("total_tokens") or 0)
     return answer
 
 
@@ -67,7 +57,7 @@ class ChatModel:
         self.timeout = config.number("OPENAI_TIMEOUT_SECONDS", 30)
         self.retries = int(config.number("OPENAI_MAX_RETRIES", 2))
         self.max_tokens = int(config.number("OPENAI_MAX_TOKENS", 1024))
-        self.client = openai_client(timeout=self.timeout, max_retries=0)
+        self.client = OpenAIClient(max_retries=0)  # the retries are complete()'s
 
     def complete(
         self,
@@ -95,25 +85,19 @@ class ChatModel:
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
+        body = {"model": model, "messages": messages, "max_tokens": self.max_tokens}
         try:
-            response = self.client.chat.completions.create(
-                model=model,
-                messages=messages,
-                max_tokens=self.max_tokens,
-                timeout=min(timeout, left),
-            )
-        except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as exc:
-            raise ModelUnavailable(type(exc).__name__) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                raise ModelUnavailable(f"{exc.status_code}") from exc
-            code = getattr(exc, "code", None)
-            text = f"{code} {exc.message}".lower()
-            if exc.status_code == 400 and any(hint in text for hint in CONTEXT_ERROR_HINTS):
-                raise ContextTooLong(str(code)) from exc
-            raise ModelRefused(exc.status_code, code) from exc
-        content = response.choices[0].message.content if response.choices else None
-        return _completion((content or "").strip(), getattr(response, "usage", None))
+            response = self.client.chat(body, timeout=min(timeout, left))
+        except Unreachable as exc:
+            raise ModelUnavailable(str(exc)) from exc
+        except StatusError as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise ModelUnavailable(str(exc.status)) from exc
+            text = f"{exc.code} {exc.type} {exc.message}".lower()
+            if exc.status == 400 and any(hint in text for hint in CONTEXT_ERROR_HINTS):
+                raise ContextTooLong(str(exc.code)) from exc
+            raise ModelRefused(exc.status, exc.code) from exc
+        return _completion(response)
 
 
 def _left(deadline: float | None) -> float:

@@ -1,4 +1,4 @@
-"""Text -> a WhatsApp voice note through the openai SDK's audio.speech, sorted into retry / give up.
+"""Text -> a WhatsApp voice note through OpenAI's /audio/speech, sorted into retry / give up.
 
 Asks for `response_format="opus"` and keeps the bytes as they come when they already are what
 WhatsApp plays as a voice note (OGG/Opus, mono, at most MAX_BYTES); anything else is re-encoded
@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import openai
-
 from common import config, oggopus
-from common.llm import openai_client
+from common.openai_api import OpenAIClient, StatusError, Unreachable
 
 MAX_BYTES = 500 * 1024  # WhatsApp shows the voice-note player up to about 512 KB: keep a margin
 MAX_INPUT_CHARS = 4096  # audio.speech's input limit
@@ -45,7 +43,7 @@ class Speech:
         self.bitrate = config.get("VOICE_REPLY_BITRATE") or "24k"
         self.timeout = config.number("TTS_TIMEOUT_SECONDS", 30)
         self.retries = int(config.number("OPENAI_MAX_RETRIES", 2))
-        self.client = openai_client(timeout=self.timeout, max_retries=0)
+        self.client = OpenAIClient(max_retries=0)  # the retries are _speak()'s
 
     def voice_note(self, text: str, deadline: float) -> VoiceNote:
         """Speak `text` (at most MAX_INPUT_CHARS) as a voice note, all before `deadline`."""
@@ -79,20 +77,14 @@ class Speech:
         left = deadline - time.monotonic()
         if left < 1:
             raise SpeechUnavailable("no time left in this attempt")
-        extra = {"instructions": self.instructions} if self.instructions else {}
+        body = {"model": self.model, "voice": self.voice, "input": text, "response_format": "opus"}
+        if self.instructions:
+            body["instructions"] = self.instructions
         try:
-            response = self.client.audio.speech.create(
-                model=self.model,
-                voice=self.voice,
-                input=text,
-                response_format="opus",
-                timeout=min(self.timeout, left),
-                **extra,
-            )
-        except (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError) as exc:
-            raise SpeechUnavailable(type(exc).__name__) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                raise SpeechUnavailable(str(exc.status_code)) from exc
-            raise SpeechRefused(f"{exc.status_code} {getattr(exc, 'code', None)}") from exc
-        return response.content
+            return self.client.speech(body, timeout=min(self.timeout, left))
+        except Unreachable as exc:
+            raise SpeechUnavailable(str(exc)) from exc
+        except StatusError as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise SpeechUnavailable(str(exc.status)) from exc
+            raise SpeechRefused(f"{exc.status} {exc.code}") from exc

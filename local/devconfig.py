@@ -162,6 +162,4 @@ class Plan:
             env["OPENAI_BASE_URL"] = self.url("OFFLINE_MODEL_PORT", "/v1")
             env["OPENAI_API_KEY"] = "offline"
             env["OPENAI_MODEL"] = OFFLINE_MODEL
-        elif not env.get("OPENAI_API_KEY"):
-            env["OPENAI_API_KEY"] = "local"  # local servers need none; the openai SDK insists on one
         return env

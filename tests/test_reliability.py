@@ -205,7 +205,7 @@ def test_model_429_three_times_then_success_gives_one_reply(
 ) -> None:
     model.fail("/chat/completions", 429, {"error": {"message": "slow down", "type": "rate_limit"}}, times=3)
     item = envelope()
-    assert deliver(responder, item) == 500  # the SDK's 3 attempts all throttled: redeliver
+    assert deliver(responder, item) == 500  # the model's 3 attempts all throttled: redeliver
     assert deliver(responder, item) == 200
     assert len(model.chats()) == 4
     assert len(graph.sent()) == 1

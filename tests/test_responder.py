@@ -239,7 +239,7 @@ def test_an_over_long_context_is_trimmed_and_tried_once_more(
 def test_model_down_raises_for_redelivery_and_answers_later(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
-    model.fail("/chat/completions", 503, {"error": {"message": "overloaded"}}, times=3)  # all SDK retries
+    model.fail("/chat/completions", 503, {"error": {"message": "overloaded"}}, times=3)  # all the retries
     envelope = text("anyone?")
     assert deliver(responder, envelope) == 500
     assert graph.sent() == []

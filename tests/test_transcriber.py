@@ -208,7 +208,7 @@ def test_openai_throttling_or_5xx_is_retried_by_pubsub(
 ) -> None:
     note = committed(graph, "en_weather.ogg")
     openai_server.fail("/audio/transcriptions", status, {"error": {"message": "busy"}}, times=3)
-    assert deliver(openai_fn, note) == 500  # the SDK retried twice itself, then we raised
+    assert deliver(openai_fn, note) == 500  # the client retried twice itself, then we raised
     assert topics.nothing_on(TOPIC_TEXT)
     assert deliver(openai_fn, note) == 200  # the redelivery succeeds
     assert published(topics).text == "a transcript from the fake"

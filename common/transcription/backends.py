@@ -1,7 +1,8 @@
 """The speech backends chosen by TRANSCRIBE_BACKEND: `openai`, `google` and `sphinx` (offline).
 
 Each one turns `Audio` into text, raises Failed for what a retry cannot fix and Unavailable for
-what it can. Each imports its library when it is built, never when this module is imported.
+what it can. The SpeechRecognition ones import their libraries when they are built, never when this
+module is imported; the openai one needs only requests (common/openai_api.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import warnings
 from typing import Any, Protocol
 
 from common import config, log
+from common.openai_api import OpenAIClient, StatusError, Unreachable, base_url
 from common.transcription import decode
 from common.transcription.audio import Audio
 from common.transcription.errors import NO_SPEECH, REJECTED, TOO_LARGE, Failed, Unavailable
 
 OPENAI_TIMEOUT = 60.0  # seconds per request (OPENAI_TIMEOUT_SECONDS): audio takes longer than chat
-OPENAI_MAX_RETRIES = 2  # the SDK's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
+OPENAI_MAX_RETRIES = 2  # the client's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
 GOOGLE_TIMEOUT = 30  # seconds; SpeechRecognition waits forever by default
 # SpeechRecognition's own default is plain http; its shared demo key is for trying things out only.
 GOOGLE_ENDPOINT = "https://www.google.com/speech-api/v2/recognize"
@@ -40,15 +42,10 @@ class OpenAIBackend:
         timeout: float = OPENAI_TIMEOUT,
         retries: int = OPENAI_MAX_RETRIES,
     ) -> None:
-        import openai
-
-        from common.llm import openai_client  # the responder's client settings, loaded only here
-
-        self.openai, self.model, self.max_seconds = openai, model, max_seconds
-        self.client = openai_client(timeout=timeout, max_retries=retries)
+        self.model, self.max_seconds, self.timeout = model, max_seconds, timeout
+        self.client = OpenAIClient(max_retries=retries)
 
     def transcribe(self, audio: Audio) -> str:
-        openai = self.openai
         if audio.format.openai_ext:  # no conversion: OpenAI reads OGG/Opus, m4a and mp3 as sent
             upload = (f"voice.{audio.format.openai_ext}", audio.data, audio.format.mime_type)
         else:  # AMR and raw AAC are not accepted: re-encode (the only conversion on this path)
@@ -56,14 +53,14 @@ class OpenAIBackend:
         if len(upload[1]) > decode.OPENAI_MAX_BYTES:  # only when MAX_AUDIO_BYTES is set above it
             raise Failed(TOO_LARGE, f"{len(upload[1])} bytes, over OpenAI's 25 MB")
         try:
-            result = self.client.audio.transcriptions.create(model=self.model, file=upload)
-        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-            raise Unavailable(f"openai: {type(exc).__name__}") from exc  # timeouts are connection errors
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500:
-                raise Unavailable(f"openai: HTTP {exc.status_code}") from exc
-            raise Failed(REJECTED, f"openai: HTTP {exc.status_code} {type(exc).__name__}") from exc
-        text = (getattr(result, "text", None) or "").strip()
+            result = self.client.transcription(self.model, upload, timeout=self.timeout)
+        except Unreachable as exc:  # timeouts too
+            raise Unavailable(f"openai: {exc}") from exc
+        except StatusError as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise Unavailable(f"openai: HTTP {exc.status}") from exc
+            raise Failed(REJECTED, f"openai: HTTP {exc.status} {exc.code}") from exc
+        text = (result.get("text") or "").strip()
         if not text:
             raise Failed(NO_SPEECH, "openai returned an empty transcript")
         return text
@@ -139,9 +136,20 @@ class SphinxBackend(_SpeechRecognitionBackend):
         return self.recognizer.recognize_sphinx(data, language=self.model)
 
 
-def from_env(max_seconds: float) -> Backend:
-    """The backend TRANSCRIBE_BACKEND names (default `openai`); an unknown name is a config error."""
+def settings() -> str:
+    """The backend TRANSCRIBE_BACKEND names (default `openai`), checked when the instance starts:
+    an unknown name, or an OPENAI_BASE_URL the key may not go to, is a RuntimeError."""
     name = (config.get("TRANSCRIBE_BACKEND", "openai") or "").lower()
+    if name not in ("openai", "google", "sphinx"):
+        raise RuntimeError(f"TRANSCRIBE_BACKEND must be openai, google or sphinx, not {name!r}")
+    if name == "openai":
+        base_url()
+    return name
+
+
+def from_env(max_seconds: float) -> Backend:
+    """The backend TRANSCRIBE_BACKEND names (see `settings`)."""
+    name = settings()
     if name == "openai":
         return OpenAIBackend(
             config.get("TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe") or "",
@@ -153,8 +161,6 @@ def from_env(max_seconds: float) -> Backend:
         language = config.get("TRANSCRIBE_LANGUAGE", "en-US") or "en-US"
         endpoint = config.get("GOOGLE_SPEECH_ENDPOINT", GOOGLE_ENDPOINT) or GOOGLE_ENDPOINT
         return GoogleBackend(language, max_seconds, endpoint)
-    if name == "sphinx":
-        if (config.get("TRANSCRIBE_LANGUAGE") or "en").lower()[:2] != "en":
-            log.warning("sphinx only knows English: TRANSCRIBE_LANGUAGE is ignored")
-        return SphinxBackend(max_seconds)
-    raise RuntimeError(f"TRANSCRIBE_BACKEND must be openai, google or sphinx, not {name!r}")
+    if (config.get("TRANSCRIBE_LANGUAGE") or "en").lower()[:2] != "en":  # sphinx
+        log.warning("sphinx only knows English: TRANSCRIBE_LANGUAGE is ignored")
+    return SphinxBackend(max_seconds)

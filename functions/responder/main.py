@@ -9,10 +9,12 @@ from cloudevents.http import CloudEvent
 
 from common import log, startup, voice_reply  # startup before the SDKs: pauses the collector
 from common.events import BadEvent, envelope_from_event, is_dead_lettered
+from common.openai_api import base_url
 from common.responder import Responder, RetryLater, timing
 
 timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
 voice_reply.settings()  # and a voice setting it could not act on
+base_url()  # and an OPENAI_BASE_URL the API key may not be sent to
 _responder: Responder | None = None  # clients created once per instance, on first use
 _lock = threading.Lock()  # instances serve several requests at once: create them only once
 

@@ -17,8 +17,9 @@ from common import config, log
 from common.events import BadEvent, envelope_from_event
 from common.graph import GraphError
 from common.publisher import Publisher
-from common.transcription import Transcriber, Unavailable
+from common.transcription import Transcriber, Unavailable, backends
 
+backends.settings()  # refuse a backend setting when the instance starts, not at the first note
 _transcriber: Transcriber | None = None  # one Graph client and speech backend per instance
 _publisher: Publisher | None = None  # one Pub/Sub client per instance
 _clients_lock = threading.Lock()  # an instance serves several events at once, in threads
