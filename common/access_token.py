@@ -46,6 +46,11 @@ class AccessToken:
                 self._token, self._renew_at = token, time.monotonic() + lifetime - REFRESH_MARGIN
             return self._token
 
+    def forget(self) -> None:
+        """Firestore refused the token (401): fetch a new one on the next call."""
+        with self._lock:
+            self._renew_at = float("-inf")
+
     def _fetch(self) -> tuple[str, float]:
         """(token, seconds it stays valid)."""
         if self._adc is None:

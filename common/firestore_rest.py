@@ -183,6 +183,8 @@ class Firestore:
             raise FirestoreError(0, "UNAVAILABLE", type(exc).__name__) from exc
         if response.status_code == 200:
             return response.json()
+        if response.status_code == 401 and self.token is not None:
+            self.token.forget()  # revoked or expired early: the retry fetches a new one
         raise _error(response)
 
     def _authorization(self, url: str) -> str:
