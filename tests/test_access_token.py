@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests.adapters import HTTPAdapter
 
 from common.access_token import REFRESH_MARGIN, AccessToken, TokenUnavailable
-from common.firestore_rest import Firestore, TokenRefused
+from common.firestore_rest import Firestore, FirestoreError, TokenRefused
 from local.emulators import free_port
 from tests.support.fakes import Answer, FakeMetadata, FakeServer, Recorded
 
@@ -117,6 +117,23 @@ def test_the_token_goes_to_firestore_over_https(metadata: FakeMetadata) -> None:
         (read,) = firestore.requests
         assert read.path == f"/v1/projects/{PROJECT}/databases/(default)/documents/claims/x"
         assert read.headers["Authorization"] == "Bearer ya29.metadata-1"
+    finally:
+        firestore.close()
+
+
+def test_a_refused_token_is_replaced_on_the_next_call(metadata: FakeMetadata) -> None:
+    firestore = FakeFirestore()
+    try:
+        client = Firestore(PROJECT)
+        client.session.mount("https://firestore.googleapis.com/", Loopback(firestore.url))
+        unauthenticated = {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "expired"}}
+        firestore.fail("/v1/", 401, unauthenticated)
+        with pytest.raises(FirestoreError) as refused:
+            client.get("claims/x")  # raised out: Pub/Sub redelivers
+        assert refused.value.status == 401
+        assert client.get("claims/x").exists
+        tokens = [r.headers["Authorization"] for r in firestore.requests]
+        assert tokens == ["Bearer ya29.metadata-1", "Bearer ya29.metadata-2"]
     finally:
         firestore.close()
 
