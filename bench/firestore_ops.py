@@ -8,29 +8,42 @@ import uuid
 from typing import Any
 
 from common.envelope import Envelope
+from common.firestore_rest import Firestore
 from local import emulators as emu
 
 
 class Counter:
-    """Wraps the client's API object: documents read by get(), writes in each commit."""
+    """Wraps our REST client's calls: a document read per get(), one per path of get_all(), one
+    per document a query returns; a write per commit() (create, update and set all commit one)."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, db: Firestore) -> None:
         self.reads = self.writes = 0
-        batch_get, commit = api.batch_get_documents, api.commit
+        get, get_all, where_equal, commit = db.get, db.get_all, db.where_equal, db.commit
 
-        def counted_batch_get(*args: Any, **kwargs: Any) -> Any:
-            request = kwargs.get("request") or (args[0] if args else {})
-            self.reads += len(
-                request.get("documents", []) if isinstance(request, dict) else request.documents
-            )
-            return batch_get(*args, **kwargs)
+        def counted_get(path: str) -> Any:
+            self.reads += 1
+            return get(path)
 
-        def counted_commit(*args: Any, **kwargs: Any) -> Any:
-            request = kwargs.get("request") or (args[0] if args else {})
-            self.writes += len(request.get("writes", []) if isinstance(request, dict) else request.writes)
-            return commit(*args, **kwargs)
+        def counted_get_all(paths: Any) -> Any:
+            paths = list(paths)
+            self.reads += len(paths)
+            return get_all(paths)
 
-        api.batch_get_documents, api.commit = counted_batch_get, counted_commit
+        def counted_where_equal(*args: Any, **kwargs: Any) -> Any:
+            found = where_equal(*args, **kwargs)
+            self.reads += max(1, len(found))  # Firestore bills an empty query one read
+            return found
+
+        def counted_commit(write: dict[str, Any]) -> Any:
+            self.writes += 1  # counted when sent: a refused create is still an operation
+            return commit(write)
+
+        db.get, db.get_all, db.where_equal, db.commit = (  # type: ignore[method-assign]
+            counted_get,
+            counted_get_all,
+            counted_where_equal,
+            counted_commit,
+        )
 
     def take(self) -> tuple[int, int]:
         counts = (self.reads, self.writes)
@@ -43,7 +56,7 @@ def per_turn(emulators: emu.Emulators, env: dict[str, str], turns: int = 5) -> d
     from common.responder import Responder
 
     responder = Responder()
-    counter = Counter(responder.claims.db._firestore_api)  # the one client claims and history share
+    counter = Counter(responder.claims.db)  # the one client claims, history and guardrails share
     counts = []
     user = f"1555{uuid.uuid4().int % 10**7:07d}"
     for index in range(turns):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from common.counters import FOREVER, Usage
 from common.policy import Policy, normalize
@@ -72,8 +72,8 @@ def stats(guard: Guard) -> str:
     """/stats: today's totals over every user (1 read per user active today; admins only)."""
     day = guard.policy.day()
     fields = ["usageTurns", "usageTokens", "usageAudio", "usageMessages"]
-    query = guard.db.collection("conversations").where(filter=_today(day)).select(fields)
-    found = [Usage.of({"usageDay": day, **(s.to_dict() or {})}, day) for s in query.stream()]
+    today = guard.db.where_equal("conversations", "usageDay", day, select=fields)
+    found = [Usage.of({"usageDay": day, **document}, day) for document in today]
     users, messages = len(found), sum(u.messages for u in found)
     tokens, audio = sum(u.tokens for u in found), sum(u.audio for u in found)
     budget = f" of {guard.policy.budget}" if guard.policy.budget else ""
@@ -81,9 +81,3 @@ def stats(guard: Guard) -> str:
         f"Today ({day}): {messages} messages from {users} users, "
         f"{tokens} tokens{budget}, {round(audio)} s of voice notes."
     )
-
-
-def _today(day: str) -> Any:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return FieldFilter("usageDay", "==", day)

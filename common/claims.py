@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions
-from google.cloud import firestore
+from common.firestore_rest import Conflict, Firestore, NotFound, PreconditionFailed
 
 COLLECTION = "claims"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,7 +50,7 @@ class Claim:
     outcome: Outcome
     parts_sent: int = 0
     token: str = ""
-    version: Any = None  # update time of this attempt's last write to the claim
+    version: str = ""  # update time of this attempt's last write to the claim
     media_id: str | None = None  # a voice note uploaded but maybe not sent (kept by `release`)
 
 
@@ -61,20 +60,20 @@ def doc_id(key: str) -> str:
 
 
 class Claims:
-    def __init__(self, db: firestore.Client, lease: timedelta, ttl: timedelta) -> None:
+    def __init__(self, db: Firestore, lease: timedelta, ttl: timedelta) -> None:
         self.db, self.lease, self.ttl = db, lease, ttl
 
-    def ref(self, message_id: str) -> firestore.DocumentReference:
-        return self.db.collection(COLLECTION).document(doc_id(message_id))
+    def ref(self, message_id: str) -> str:
+        return f"{COLLECTION}/{doc_id(message_id)}"
 
     def claim(self, message_id: str) -> Claim:
         """1 write for a fresh message; for a redelivery the refused create, 1 read and at most
         1 conditional write (the takeover)."""
         now, token = datetime.now(UTC), secrets.token_hex(8)
         try:
-            result = self.ref(message_id).create(self._working(token, now, parts_sent=0))
-            return Claim(Outcome.OWNED, 0, token, result.update_time)
-        except exceptions.Conflict:
+            update_time = self.db.create(self.ref(message_id), self._working(token, now, parts_sent=0))
+            return Claim(Outcome.OWNED, 0, token, update_time)
+        except Conflict:
             return self._take_over(message_id, token, now)
 
     def _working(self, token: str, now: datetime, parts_sent: int) -> dict[str, Any]:
@@ -88,8 +87,8 @@ class Claims:
 
     def _take_over(self, message_id: str, token: str, now: datetime) -> Claim:
         ref = self.ref(message_id)
-        snapshot = ref.get()
-        data = snapshot.to_dict() or {}
+        snapshot = self.db.get(ref)
+        data = snapshot.data
         if data.get("state") == State.DONE:
             return Claim(Outcome.DONE)
         lease_until = data.get("leaseUntil")
@@ -98,18 +97,16 @@ class Claims:
         parts_sent = int(data.get("partsSent") or 0)
         media_id = data.get("mediaId") if isinstance(data.get("mediaId"), str) else None
         try:
-            option = self.db.write_option(last_update_time=snapshot.update_time)
-            result = ref.update(self._working(token, now, parts_sent), option=option)
-        except (exceptions.FailedPrecondition, exceptions.NotFound):
+            update_time = self.db.update(ref, self._working(token, now, parts_sent), snapshot.update_time)
+        except (PreconditionFailed, NotFound):
             return Claim(Outcome.BUSY)  # another attempt took it over first
-        return Claim(Outcome.TAKEN_OVER, parts_sent, token, result.update_time, media_id)
+        return Claim(Outcome.TAKEN_OVER, parts_sent, token, update_time, media_id)
 
     def _fenced(self, message_id: str, claim: Claim, fields: dict[str, Any]) -> None:
         """Write only if nothing touched the claim since this attempt's last write."""
         try:
-            option = self.db.write_option(last_update_time=claim.version)
-            claim.version = self.ref(message_id).update(fields, option=option).update_time
-        except (exceptions.FailedPrecondition, exceptions.NotFound) as exc:
+            claim.version = self.db.update(self.ref(message_id), fields, claim.version)
+        except (PreconditionFailed, NotFound) as exc:
             raise LostClaim("the claim was taken over by another attempt") from exc
 
     def progress(self, message_id: str, claim: Claim, parts_sent: int) -> None:

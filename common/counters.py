@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from google.api_core import exceptions
-from google.cloud import firestore
-
 from common.claims import doc_id
+from common.firestore_rest import Conflict, Firestore
+from common.firestore_values import DELETE_FIELD, Increment
 
 T = TypeVar("T")
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -61,7 +60,7 @@ class Usage:
             new = {"usageTurns": turns, "usageTokens": tokens, "usageAudio": audio, "usageMessages": messages}
             return {"usageDay": self.day, **new}
         values = {"usageTurns": turns, "usageTokens": tokens, "usageAudio": audio, "usageMessages": messages}
-        return {name: firestore.Increment(value) for name, value in values.items() if value}
+        return {name: Increment(value) for name, value in values.items() if value}
 
 
 class Cached:
@@ -87,42 +86,43 @@ class Cached:
 class Notices:
     """At most one notice of a kind per key and day, owned by the message that created it."""
 
-    def __init__(self, db: firestore.Client) -> None:
+    def __init__(self, db: Firestore) -> None:
         self.db = db
 
     def claim(self, kind: str, key: str, day: str, message_id: str) -> bool:
         """True for the message that sends today's notice (also on its retries): 1 write, and on a
         conflict 1 read."""
-        ref = self.db.collection("notices").document(doc_id(f"{kind}:{key}:{day}"))
+        path = f"notices/{doc_id(f'{kind}:{key}:{day}')}"
         mark = doc_id(message_id)
+        expire = datetime.now(UTC) + timedelta(days=2)
         try:
-            ref.create({"kind": kind, "by": mark, "expireAt": datetime.now(UTC) + timedelta(days=2)})
+            self.db.create(path, {"kind": kind, "by": mark, "expireAt": expire})
             return True
-        except exceptions.Conflict:
-            return (ref.get().to_dict() or {}).get("by") == mark
+        except Conflict:
+            return self.db.get(path).data.get("by") == mark
 
 
 class Budget:
     """The whole bot's tokens per day as a sharded counter."""
 
-    def __init__(self, db: firestore.Client, shards: int, cache_seconds: float) -> None:
+    def __init__(self, db: Firestore, shards: int, cache_seconds: float) -> None:
         self.db, self.shards = db, max(1, shards)
         self.day = ""
         self.total = Cached(cache_seconds, lambda: self.read(self.day))
 
-    def ref(self, day: str, shard: int) -> firestore.DocumentReference:
-        return self.db.collection("budget").document(f"{day}-{shard}")
+    def ref(self, day: str, shard: int) -> str:
+        return f"budget/{day}-{shard}"
 
     def add(self, day: str, tokens: int) -> None:
         """1 write to a random shard."""
         expire = datetime.now(UTC) + timedelta(days=3)
         shard = self.ref(day, random.randrange(self.shards))  # noqa: S311 - spreading load, not secrecy
-        shard.set({"tokens": firestore.Increment(tokens), "expireAt": expire}, merge=True)
+        self.db.set(shard, {"tokens": Increment(tokens), "expireAt": expire}, merge=True)
 
     def read(self, day: str) -> int:
         """The exact total: one read per shard that exists."""
         refs = [self.ref(day, n) for n in range(self.shards)]
-        return sum(int((s.to_dict() or {}).get("tokens") or 0) for s in self.db.get_all(refs) if s.exists)
+        return sum(int(s.data.get("tokens") or 0) for s in self.db.get_all(refs) if s.exists)
 
     def spent(self, day: str) -> int:
         """Today's total, at most CACHE seconds old."""
@@ -135,9 +135,9 @@ class Budget:
 class Pauses:
     """Which users an admin paused, and until when: one document, cached."""
 
-    def __init__(self, db: firestore.Client, cache_seconds: float) -> None:
-        self.ref = db.collection("controls").document("pause")
-        self.cached = Cached(cache_seconds, lambda: self.ref.get().to_dict() or {})
+    def __init__(self, db: Firestore, cache_seconds: float) -> None:
+        self.db, self.ref = db, "controls/pause"
+        self.cached = Cached(cache_seconds, lambda: self.db.get(self.ref).data)
 
     def until(self, ids: frozenset[str], now: datetime) -> datetime | None:
         """The end of the pause that covers one of these ids (or everyone), if any is running."""
@@ -149,13 +149,14 @@ class Pauses:
 
     def pause(self, user: str | None, until: datetime) -> None:
         """1 write: everyone (`user` None) or one id."""
-        self.ref.set({"all": until} if user is None else {"users": {doc_id(user): until}}, merge=True)
+        change = {"all": until} if user is None else {"users": {doc_id(user): until}}
+        self.db.set(self.ref, change, merge=True)
         self.cached.forget()
 
     def resume(self, user: str | None) -> None:
         """1 write: every pause ends (`user` None), or that id's."""
         if user is None:
-            self.ref.set({})
+            self.db.set(self.ref, {})
         else:
-            self.ref.set({"users": {doc_id(user): firestore.DELETE_FIELD}}, merge=True)
+            self.db.set(self.ref, {"users": {doc_id(user): DELETE_FIELD}}, merge=True)
         self.cached.forget()

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.cloud import firestore
-
 from common import admin, config, log, texts
 from common.admission import NOT_ALLOWED  # Envelope.refused: the webhook kept all but the ids out
 from common.counters import Budget, Notices, Pauses, Usage
 from common.echoes import ECHO
 from common.envelope import Envelope
+from common.firestore_rest import Firestore
 from common.history import Conversation, History, Turn
 from common.policy import Policy, ids_of
 from common.voice_quota import OVER_AUDIO_LIMIT  # Envelope.refused: no download
@@ -39,7 +38,7 @@ def sender(envelope: Envelope) -> frozenset[str]:
 
 
 class Guard:
-    def __init__(self, db: firestore.Client, history: History, policy: Policy | None = None) -> None:
+    def __init__(self, db: Firestore, history: History, policy: Policy | None = None) -> None:
         self.policy = policy or Policy.from_env()
         self.history = history
         cache = config.number("GUARDRAILS_CACHE_SECONDS", 10)

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions
-from google.cloud import firestore
-
 from common.claims import doc_id
+from common.firestore_rest import Firestore, PreconditionFailed
+from common.firestore_values import ArrayUnion
 
 COLLECTION = "conversations"
 Turn = dict[str, str]  # {"role": "user"|"assistant", "content": …, "messageId": …}
@@ -44,7 +43,7 @@ class Budget:
 @dataclass(frozen=True, slots=True)
 class Conversation:
     turns: list[Turn]
-    version: Any  # the document's update time, for a conditional write; None if it does not exist
+    version: str | None  # the document's update time, for a conditional write; None if it does not exist
     reset_by: str | None = None  # hash of the /reset message that last emptied it
     counters: dict[str, Any] = field(default_factory=dict)  # the usage* fields (guardrails)
 
@@ -57,15 +56,15 @@ class Conversation:
 
 
 class History:
-    def __init__(self, db: firestore.Client, budget: Budget, ttl: timedelta) -> None:
+    def __init__(self, db: Firestore, budget: Budget, ttl: timedelta) -> None:
         self.db, self.budget, self.ttl = db, budget, ttl
 
-    def ref(self, user: str) -> firestore.DocumentReference:
-        return self.db.collection(COLLECTION).document(doc_id(user))
+    def ref(self, user: str) -> str:
+        return f"{COLLECTION}/{doc_id(user)}"
 
     def load(self, user: str) -> Conversation:
-        snapshot = self.ref(user).get()  # 1 read
-        data = snapshot.to_dict() or {}
+        snapshot = self.db.get(self.ref(user))  # 1 read
+        data = snapshot.data
         turns = [
             t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
         ]
@@ -86,12 +85,13 @@ class History:
         kept = self.budget.trim([*conversation.turns, *new_turns])
         if conversation.version is not None and len(kept) < len(conversation.turns) + len(new_turns):
             try:
-                option = self.db.write_option(last_update_time=conversation.version)
-                ref.update({"turns": kept, "expireAt": now + self.ttl, **fields}, option=option)
+                trimmed = {"turns": kept, "expireAt": now + self.ttl, **fields}
+                self.db.update(ref, trimmed, conversation.version)
                 return
-            except exceptions.FailedPrecondition:
+            except PreconditionFailed:
                 pass  # another turn landed since we read: append now, trim next time
-        ref.set({"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl, **fields}, merge=True)
+        added = {"turns": ArrayUnion(new_turns), "expireAt": now + self.ttl, **fields}
+        self.db.set(ref, added, merge=True)
 
     def reset(self, user: str, message_id: str, retry: bool = False) -> None:
         """Forget the user's turns (1 write), marking which /reset did it. A retried /reset (a
@@ -102,4 +102,4 @@ class History:
             return
         expire = datetime.now(UTC) + self.ttl
         # merged: the day's usage counters survive a /reset (it is no way around a daily limit)
-        self.ref(user).set({"turns": [], "resetBy": mark, "expireAt": expire}, merge=True)
+        self.db.set(self.ref(user), {"turns": [], "resetBy": mark, "expireAt": expire}, merge=True)

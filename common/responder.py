@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from google.cloud import firestore
-
 from common import config, log, texts
 from common.claims import Claim, Claims, LostClaim, Outcome
 from common.envelope import Envelope
+from common.firestore_rest import Firestore
 from common.graph import GraphClient, GraphError, alert_auth
 from common.guardrails import Guard
 from common.history import Budget, History, Turn
@@ -62,7 +61,7 @@ class Responder:
 
     def __init__(self) -> None:
         self.attempt_seconds, lease = timing()
-        db = firestore.Client(project=config.project())
+        db = Firestore.from_env()
         days = timedelta(days=1)
         self.claims = Claims(
             db, lease=timedelta(seconds=lease), ttl=config.number("CLAIM_TTL_DAYS", 7) * days

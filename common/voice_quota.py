@@ -13,14 +13,13 @@ counted by the responder in the same write as the turn.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from common import config, log
+from common import log
+from common.claims import doc_id
+from common.counters import Usage
 from common.envelope import Envelope
+from common.firestore_rest import Firestore
 from common.policy import Policy
-
-if TYPE_CHECKING:
-    from google.cloud import firestore
 
 OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused
 
@@ -28,7 +27,7 @@ OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused
 class VoiceQuota:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy.from_env()
-        self._db: firestore.Client | None = None
+        self._db: Firestore | None = None
 
     def hold(self, envelope: Envelope) -> Envelope | None:
         """The envelope to publish instead of transcribing, or None: go ahead and download."""
@@ -46,14 +45,9 @@ class VoiceQuota:
         return replace(envelope, media=None, refused=OVER_AUDIO_LIMIT)
 
     def _seconds_used(self, user: str) -> float:
-        """Today's voice seconds so far (1 read). Firestore is imported here, not at load: a
-        transcriber without MAX_AUDIO_SECONDS_PER_DAY never pays for it at a cold start."""
-        from google.cloud import firestore
-
-        from common.claims import doc_id
-        from common.counters import Usage
-
+        """Today's voice seconds so far (1 read); the client is made on the first read, so a
+        transcriber without MAX_AUDIO_SECONDS_PER_DAY never opens a session for it."""
         if self._db is None:
-            self._db = firestore.Client(project=config.project())
-        document = self._db.collection("conversations").document(doc_id(user)).get()
-        return Usage.of(document.to_dict() or {}, self.policy.day()).audio
+            self._db = Firestore.from_env()
+        document = self._db.get(f"conversations/{doc_id(user)}").data
+        return Usage.of(document, self.policy.day()).audio

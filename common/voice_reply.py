@@ -96,7 +96,8 @@ class VoiceReplies:
         if choice is None:
             return None
         expire = datetime.now(UTC) + self.history.ttl
-        self.history.ref(envelope.user).set({"voice": choice, "expireAt": expire}, merge=True)
+        conversation = self.history.ref(envelope.user)
+        self.history.db.set(conversation, {"voice": choice, "expireAt": expire}, merge=True)
         log.info("voice replies switched", voice=choice, message_id=envelope.message_id)
         return self.on_text if choice == "on" else self.off_text
 
@@ -107,8 +108,7 @@ class VoiceReplies:
     def _mode_for(self, envelope: Envelope) -> str:
         if envelope.type != "audio" or not envelope.transcript:
             return "text"  # typed messages are always answered with text
-        snapshot = self.history.ref(envelope.user).get(field_paths=["voice"])
-        choice = (snapshot.to_dict() or {}).get("voice") if snapshot.exists else None
+        choice = self.history.db.get(self.history.ref(envelope.user), fields=["voice"]).data.get("voice")
         if choice == "off":
             return "text"
         if choice == "on" and self.mode == "text":
