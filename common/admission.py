@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 from common import config, log
 from common.echoes import Echo
-from common.envelope import Envelope
+from common.envelope import NOT_ALLOWED, Envelope
 from common.policy import Policy, ids_of
 
 if TYPE_CHECKING:  # the parser is the webhook's; the responder imports this module for NOT_ALLOWED
     from common.payload import Message
-
-NOT_ALLOWED = "not_allowed"
 
 
 def admit(message: Message, topic: str | None, policy: Policy) -> tuple[str, Envelope] | None:

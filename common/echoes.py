@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from common.envelope import Envelope
+from common.envelope import ECHO, Envelope
 from common.payload_items import as_text
-
-ECHO = "echo"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the webhook's parser: the responder and transcriber only decode envelopes
     from common.payload import Message
 
+# Values of Envelope.refused set by the webhook (common/admission.py, common/echoes.py), read by
+# the responder's guardrails: here, so the responder need not import the webhook's modules.
+NOT_ALLOWED = "not_allowed"  # a stranger (ALLOWED_USERS): published without words or media
+ECHO = "echo"  # the business answered from the WhatsApp Business app: pause the bot for the user
+
 VERSION = 1
 
 
@@ -62,7 +67,7 @@ class Envelope:
     contacts: tuple[Card, ...] = ()
     transcript: bool = False  # text is the transcript of a voice note
     transcription_error: str | None = None  # the voice note could not be transcribed: why
-    refused: str | None = None  # a guardrail stopped it before the model (see common/guardrails.py)
+    refused: str | None = None  # a guardrail stopped it before the model: NOT_ALLOWED, ECHO, ...
     audio_seconds: float | None = None  # a voice note's length, for the daily voice limit
     v: int = field(default=VERSION)
 

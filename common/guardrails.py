@@ -13,10 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common import admin, config, log, texts
-from common.admission import NOT_ALLOWED  # Envelope.refused: the webhook kept all but the ids out
 from common.counters import Budget, Notices, Pauses, Usage
-from common.echoes import ECHO
-from common.envelope import Envelope
+from common.envelope import ECHO, NOT_ALLOWED, Envelope
 from common.firestore_rest import Firestore
 from common.history import Conversation, History, Turn
 from common.policy import Policy, ids_of
