@@ -7,11 +7,12 @@ client, so that each call's timeout and the back-off between calls are cut to th
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from common import config
-from common.openai_api import OpenAIClient, StatusError, Unreachable
+from common.openai_api import OpenAIClient, StatusError, Unreachable, within
 
 CONTEXT_ERROR_HINTS = (
     "context_length_exceeded",
@@ -69,15 +70,10 @@ class ChatModel:
         """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
         (a time.monotonic() value), else ModelUnavailable. `model` and `timeout` (of one call)
         override OPENAI_MODEL and OPENAI_TIMEOUT_SECONDS."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._complete_once(messages, deadline, model or self.model, timeout or self.timeout)
-            except ModelUnavailable:
-                pause = min(0.5 * 2**attempt, 8.0)
-                if attempt == self.retries or _left(deadline) < pause + 1:
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        once = functools.partial(
+            self._complete_once, messages, deadline, model or self.model, timeout or self.timeout
+        )
+        return within(deadline, self.retries, ModelUnavailable, once)
 
     def _complete_once(
         self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float

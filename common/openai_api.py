@@ -17,7 +17,8 @@ from __future__ import annotations
 import ipaddress
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -30,6 +31,7 @@ RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx: what the SDK's max
 FIRST_PAUSE, LONGEST_PAUSE = 0.5, 8.0  # seconds: the SDK's back-off, doubling, less up to 25% jitter
 LONGEST_RETRY_AFTER = 60.0  # a Retry-After up to this long is obeyed, as the SDK did
 MESSAGE_CHARS = 1000  # of an error's message kept for matching (never logged)
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -159,3 +161,19 @@ def _pause(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None and 0 < retry_after <= LONGEST_RETRY_AFTER:
         return retry_after
     return min(FIRST_PAUSE * 2**attempt, LONGEST_PAUSE) * (1 - 0.25 * random.random())  # noqa: S311
+
+
+def within(deadline: float | None, retries: int, retriable: type[Exception], call: Callable[[], T]) -> T:
+    """`call()`, again after a `retriable` failure up to `retries` times, pausing 0.5 s doubling to
+    8 s, and only while the pause and one more second fit before `deadline` (time.monotonic();
+    None: no deadline). The chat model's and speech's retries, cut to the attempt's deadline."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except retriable:
+            pause = min(FIRST_PAUSE * 2**attempt, LONGEST_PAUSE)
+            left = float("inf") if deadline is None else deadline - time.monotonic()
+            if attempt == retries or left < pause + 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")

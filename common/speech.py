@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from common import config, oggopus
-from common.openai_api import OpenAIClient, StatusError, Unreachable
+from common.openai_api import OpenAIClient, StatusError, Unreachable, within
 
 MAX_BYTES = 500 * 1024  # WhatsApp shows the voice-note player up to about 512 KB: keep a margin
 MAX_INPUT_CHARS = 4096  # audio.speech's input limit
@@ -63,15 +63,7 @@ class Speech:
         return VoiceNote(data, found.seconds, reencoded=True)
 
     def _speak(self, text: str, deadline: float) -> bytes:
-        for attempt in range(self.retries + 1):
-            try:
-                return self._speak_once(text, deadline)
-            except SpeechUnavailable:
-                pause = min(0.5 * 2**attempt, 8.0)
-                if attempt == self.retries or deadline - time.monotonic() < pause + 1:
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return within(deadline, self.retries, SpeechUnavailable, lambda: self._speak_once(text, deadline))
 
     def _speak_once(self, text: str, deadline: float) -> bytes:
         left = deadline - time.monotonic()
