@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from common import history
 from common.counters import FOREVER, Usage
 from common.policy import Policy, normalize
 
@@ -72,7 +73,7 @@ def stats(guard: Guard) -> str:
     """/stats: today's totals over every user (1 read per user active today; admins only)."""
     day = guard.policy.day()
     fields = ["usageTurns", "usageTokens", "usageAudio", "usageMessages"]
-    today = guard.db.where_equal("conversations", "usageDay", day, select=fields)
+    today = guard.db.where_equal(history.COLLECTION, "usageDay", day, select=fields)
     found = [Usage.of({"usageDay": day, **document}, day) for document in today]
     users, messages = len(found), sum(u.messages for u in found)
     tokens, audio = sum(u.tokens for u in found), sum(u.audio for u in found)

@@ -20,6 +20,11 @@ COLLECTION = "conversations"
 Turn = dict[str, str]  # {"role": "user"|"assistant", "content": …, "messageId": …}
 
 
+def path(user: str) -> str:
+    """The user's conversation document (history, daily counters, voice choice)."""
+    return f"{COLLECTION}/{doc_id(user)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     max_turns: int  # messages kept (user and assistant each count one)
@@ -60,7 +65,7 @@ class History:
         self.db, self.budget, self.ttl = db, budget, ttl
 
     def ref(self, user: str) -> str:
-        return f"{COLLECTION}/{doc_id(user)}"
+        return path(user)
 
     def load(self, user: str) -> Conversation:
         snapshot = self.db.get(self.ref(user))  # 1 read

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from common import log
-from common.claims import doc_id
+from common import history, log
 from common.counters import Usage
 from common.envelope import Envelope
 from common.firestore_rest import Firestore
@@ -49,5 +48,5 @@ class VoiceQuota:
         transcriber without MAX_AUDIO_SECONDS_PER_DAY never opens a session for it."""
         if self._db is None:
             self._db = Firestore.from_env()
-        document = self._db.get(f"conversations/{doc_id(user)}").data
+        document = self._db.get(history.path(user)).data
         return Usage.of(document, self.policy.day()).audio
