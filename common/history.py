@@ -51,6 +51,7 @@ class Conversation:
     version: str | None  # the document's update time, for a conditional write; None if it does not exist
     reset_by: str | None = None  # hash of the /reset message that last emptied it
     counters: dict[str, Any] = field(default_factory=dict)  # the usage* fields (guardrails)
+    voice: str | None = None  # the user's `/voice on|off` (common/voice_reply.py)
 
     def reply_to(self, message_id: str) -> str | None:
         """The stored answer to a message, if an earlier attempt got that far."""
@@ -75,7 +76,9 @@ class History:
         ]
         reset_by = data.get("resetBy") if isinstance(data.get("resetBy"), str) else None
         counters = {k: v for k, v in data.items() if k.startswith("usage")}
-        return Conversation(turns, snapshot.update_time if snapshot.exists else None, reset_by, counters)
+        voice = data.get("voice") if isinstance(data.get("voice"), str) else None
+        version = snapshot.update_time if snapshot.exists else None
+        return Conversation(turns, version, reset_by, counters, voice)
 
     def append(
         self,

@@ -26,7 +26,7 @@ from common.envelope import Envelope
 from common.firestore_rest import Firestore
 from common.graph import GraphClient, GraphError, alert_auth
 from common.guardrails import Guard
-from common.history import Budget, History, Turn
+from common.history import Budget, Conversation, History, Turn
 from common.inputs import Inputs, Request, Unanswerable
 from common.inputs import Turn as UserTurn
 from common.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
@@ -37,6 +37,7 @@ from common.voice_reply import VoiceReplies, capped
 
 # Message types the responder never answers (the webhook does not publish them either).
 SILENT_TYPES = frozenset({"reaction", "system"})
+Answer = tuple[str | None, Conversation | None]  # the reply (None: silent); the conversation, if read
 
 
 class RetryLater(Exception):
@@ -115,13 +116,15 @@ class Responder:
             if envelope.refused:  # a guardrail's notice (or an echo): nothing to apologise for
                 self.claims.done(envelope.message_id, claim)
                 return
-            stored = None
+            stored, conversation = None, None
             if self._user_words(envelope) is not None:
-                stored = self.history.load(envelope.user).reply_to(envelope.message_id)
+                conversation = self.history.load(envelope.user)
+                stored = conversation.reply_to(envelope.message_id)
             what = "apologising" if stored is None else "sending the stored reply"
             log.error(f"giving up after every retry: {what}", message_id=envelope.message_id)
             start = claim.parts_sent if stored else 0
-            self._send(envelope, claim, stored or self.texts.model_error, deadline, start, last_chance=True)
+            reply = stored or self.texts.model_error
+            self._send(envelope, claim, reply, deadline, start, last_chance=True, conversation=conversation)
             self.claims.done(envelope.message_id, claim)
 
         self._while_owned(envelope, claim, finish)
@@ -145,35 +148,35 @@ class Responder:
         reads = self.guard.reads(envelope)  # not for strangers, nor where a human has the chat
         self.overlap.start(functools.partial(self._mark_read, envelope, deadline) if reads else None)
         with self._typing(envelope, deadline):  # media and the model can outlast the indicator
-            reply = self._answer(envelope, claim, deadline)
+            reply, conversation = self._answer(envelope, claim, deadline)
         self.overlap.wait()
         if reply is not None:  # None: a guardrail keeps the bot silent
-            self._send(envelope, claim, reply, deadline, claim.parts_sent)
+            self._send(envelope, claim, reply, deadline, claim.parts_sent, conversation=conversation)
         self.claims.done(envelope.message_id, claim)
 
-    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> str | None:
-        """Decide the reply; a model's reply is stored with the history before it is sent."""
+    def _answer(self, envelope: Envelope, claim: Claim, deadline: float) -> Answer:
+        """The reply, and the conversation if it was read; a model's reply is stored before it is sent."""
         if texts.command(envelope) == "/reset":
             self.history.reset(envelope.user, envelope.message_id, retry=claim.outcome is Outcome.TAKEN_OVER)
-            return self.texts.reset
+            return self.texts.reset, None
         request = self._user_words(envelope)
         words = (envelope.text or "").strip() or None if request is not None else None
         if verdict := self.guard.screen(envelope, words):  # strangers, admins, pauses
-            return verdict.text
+            return verdict.text, None
         if (switched := self.voice.command(envelope)) is not None:
-            return switched
+            return switched, None
         if request is None:
-            return self.texts.canned_reply(envelope)
+            return self.texts.canned_reply(envelope), None
         conversation = self.overlap.take(envelope.user, self.history.load)
         stored = conversation.reply_to(envelope.message_id)
         if stored is not None:  # an earlier attempt answered but did not finish sending
-            return stored
+            return stored, conversation
         if verdict := self.guard.gate(envelope, conversation):  # /usage, daily limits, budget
-            return verdict.text
+            return verdict.text, conversation
         try:
             user_turn = request.read()  # media is downloaded here, and only here
         except Unanswerable as exc:
-            return exc.reply
+            return exc.reply, conversation
         except GraphError as exc:  # media info or download: retriable, or a token error (alerted)
             raise RetryLater(f"media not fetched: {exc}") from exc
         reply = self._ask_model(conversation.turns, user_turn, deadline)
@@ -188,7 +191,7 @@ class Responder:
         self.history.append(envelope.user, conversation, new_turns, counters)
         self.guard.spent(tokens)
         log.info("answered", message_id=envelope.message_id, chars=len(reply))
-        return reply
+        return reply, conversation
 
     def _user_words(self, envelope: Envelope) -> Request | None:
         """What goes to the model as the user's turn (words, or parts made from media: see
@@ -224,10 +227,12 @@ class Responder:
         deadline: float,
         start: int,
         last_chance: bool = False,
+        conversation: Conversation | None = None,
     ) -> None:
         """Send the parts in order from `start` (a voice note first, when the reply is spoken: see
         voice_reply.py), saving progress after each part but the last."""
-        parts = capped(self.voice.parts(envelope, reply or self.texts.empty_answer), self.guard.cap)
+        planned = self.voice.parts(envelope, reply or self.texts.empty_answer, conversation)
+        parts = capped(planned, self.guard.cap)
         fields = {"message_id": envelope.message_id}
         quoted = start > 0
         for index in range(start, len(parts)):

@@ -28,7 +28,7 @@ from common.chunks import split_text
 from common.claims import Claim
 from common.envelope import Envelope
 from common.graph import GraphClient
-from common.history import History
+from common.history import Conversation, History
 from common.speech import MAX_INPUT_CHARS, Speech, SpeechRefused, SpeechUnavailable
 
 MODES = ("text", "voice", "both")
@@ -101,14 +101,18 @@ class VoiceReplies:
         log.info("voice replies switched", voice=choice, message_id=envelope.message_id)
         return self.on_text if choice == "on" else self.off_text
 
-    def parts(self, envelope: Envelope, reply: str) -> list[Part]:
-        """A voice note's reply may be spoken (1 read: the user's choice); anything else is text."""
-        return plan(reply, self._mode_for(envelope), self.max_chars)
+    def parts(self, envelope: Envelope, reply: str, conversation: Conversation | None = None) -> list[Part]:
+        """A voice note's reply may be spoken, by the user's choice: read with `conversation` when
+        the turn loaded it, else 1 read; anything else is text."""
+        return plan(reply, self._mode_for(envelope, conversation), self.max_chars)
 
-    def _mode_for(self, envelope: Envelope) -> str:
+    def _mode_for(self, envelope: Envelope, conversation: Conversation | None) -> str:
         if envelope.type != "audio" or not envelope.transcript:
             return "text"  # typed messages are always answered with text
-        choice = self.history.db.get(self.history.ref(envelope.user), fields=["voice"]).data.get("voice")
+        if conversation is not None:
+            choice = conversation.voice
+        else:
+            choice = self.history.db.get(self.history.ref(envelope.user), fields=["voice"]).data.get("voice")
         if choice == "off":
             return "text"
         if choice == "on" and self.mode == "text":
