@@ -14,7 +14,7 @@ from typing import Any
 
 from common.claims import doc_id
 from common.firestore_rest import Firestore, PreconditionFailed
-from common.firestore_values import ArrayUnion
+from common.firestore_values import DELETE_FIELD, ArrayUnion
 
 COLLECTION = "conversations"
 Turn = dict[str, str]  # {"role": "user"|"assistant", "content": …, "messageId": …}
@@ -109,5 +109,7 @@ class History:
         if retry and self.load(user).reset_by == mark:
             return
         expire = datetime.now(UTC) + self.ttl
-        # merged: the day's usage counters survive a /reset (it is no way around a daily limit)
-        self.db.set(self.ref(user), {"turns": [], "resetBy": mark, "expireAt": expire}, merge=True)
+        # merged: the day's usage counters survive a /reset (it is no way around a daily limit);
+        # the /voice choice goes with the conversation
+        emptied = {"turns": [], "resetBy": mark, "expireAt": expire, "voice": DELETE_FIELD}
+        self.db.set(self.ref(user), emptied, merge=True)

@@ -179,6 +179,17 @@ def test_voice_on_switches_voice_replies_on_for_that_user_only(
     assert len(model.speeches()) == 1
 
 
+def test_reset_forgets_the_voice_choice_with_the_conversation(
+    plain: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    carol = "15550007777"
+    assert deliver(plain, typed("/voice on", user=carol)) == 200
+    assert deliver(plain, typed("/reset", user=carol)) == 200
+    assert deliver(plain, note("carol speaks", user=carol)) == 200
+    assert [m["type"] for m in graph.messages()] == ["text", "text", "text"]  # VOICE_REPLY=text again
+    assert model.speeches() == []
+
+
 def test_a_long_answer_speaks_the_first_part_and_writes_the_rest(
     voiced: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
