@@ -1,14 +1,17 @@
-"""Shared fixtures: the real emulators (started once per session), wiped before each test."""
+"""Shared fixtures: the real emulators (started once per session), wiped before each test; the
+deploy tests' fake Google Cloud."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from google.cloud import firestore
 
 from local import emulators as emu
+from tests.support.deploy_cloud import FakeCloud
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
 
@@ -102,3 +105,9 @@ def db(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterato
     client = firestore.Client(project=PROJECT)
     yield client
     client.close()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> FakeCloud:
+    """A project of our own for deploy.sh: gcloud on PATH records every call (tests/support/fake_gcloud)."""
+    return FakeCloud(tmp_path)

@@ -36,11 +36,6 @@ from tests.support.deploy_cloud import (
 )
 
 
-@pytest.fixture
-def cloud(tmp_path: Path) -> FakeCloud:
-    return FakeCloud(tmp_path)
-
-
 @dataclass
 class TwoRuns:
     cloud: FakeCloud

@@ -24,12 +24,6 @@ from tests.support.deploy_cloud import (
     set_subscription,
 )
 
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> FakeCloud:
-    return FakeCloud(tmp_path)
-
-
 # ------------------------------------------------------------------------------ the real gcloud's grammar
 GCLOUD_INSTALL = (
     "the real gcloud is needed to check deploy.sh's commands against its parser: install the Google "

@@ -5,7 +5,6 @@ and each setting reaching exactly the functions the configuration table says rea
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +17,6 @@ from tests.support.deploy_cloud import (
     Run,
     env_file_values,
 )
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> FakeCloud:
-    return FakeCloud(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from Eventarc triggers, two bots in one project, extra settings, attempt deadlin
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -26,11 +25,6 @@ from tests.support.deploy_cloud import (
     printed_commands,
     set_subscription,
 )
-
-
-@pytest.fixture
-def cloud(tmp_path: Path) -> FakeCloud:
-    return FakeCloud(tmp_path)
 
 
 def test_a_rerun_converges_a_drifted_subscription_in_place(cloud: FakeCloud) -> None:
