@@ -1,16 +1,53 @@
-"""Publish envelopes to Pub/Sub and wait until every one is confirmed (or fail as a whole)."""
+"""Publish envelopes to Pub/Sub and wait until every one is confirmed (or fail as a whole).
+
+One Publish call per topic and user, all in flight at once, made straight on the gRPC channel of
+Google's generated Pub/Sub client. The high-level client batches: a thread, a timer, a sequencer
+and a future per message cost about four times the CPU of the call itself (bench: ~550 against
+~140 µs a publish), and batching buys nothing here, since the webhook waits for every publish
+before it answers Meta. Pub/Sub takes one ordering key per request, so each user's messages of a
+POST travel in one request, in their order.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable
 
-from google.cloud import pubsub_v1
+import grpc
+from google.pubsub_v1.services.publisher import PublisherClient
+from google.pubsub_v1.types import pubsub
 
 from common import config, log
 from common.envelope import Envelope
+
+PUBLISH_METHOD = "/google.pubsub.v1.Publisher/Publish"
+# What Google's client retries on a publish; anything else (NOT_FOUND, PERMISSION_DENIED...) fails now.
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+FIRST_BACKOFF, MAX_BACKOFF = 0.1, 2.0  # seconds between attempts, doubling
+
+_Request = pubsub.PublishRequest.pb()
+_Message = pubsub.PubsubMessage.pb()
+Group = tuple[str, str]  # (topic path, user): one Publish request
+
+
+def by_request(items: Iterable[tuple[str, Envelope]], project: str) -> dict[Group, list[Envelope]]:
+    """The Publish requests to make: one per topic and user, each user's envelopes in their order.
+
+    Google's Pub/Sub refuses a request that mixes ordering keys (the emulator accepts it)."""
+    groups: dict[Group, list[Envelope]] = {}
+    for topic, envelope in items:
+        groups.setdefault((f"projects/{project}/topics/{topic}", envelope.user), []).append(envelope)
+    return groups
 
 
 class PublishError(Exception):
@@ -18,58 +55,65 @@ class PublishError(Exception):
 
 
 class Publisher:
-    """One client per instance, ordering on, so one user's messages stay in order."""
+    """One channel per instance: Google's with ADC on Cloud, plain gRPC to PUBSUB_EMULATOR_HOST."""
 
     def __init__(self, project: str | None = None, timeout: float | None = None) -> None:
         self.project = project or config.project()
         self.timeout = timeout or config.number("PUBLISH_TIMEOUT_SECONDS")
-        self.client = pubsub_v1.PublisherClient(
-            # The webhook waits for every publish before answering Meta: batch for 1 ms, not 10.
-            batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+        self._client = PublisherClient()  # kept: it owns the channel (and its credentials)
+        self._publish = self._client.transport.grpc_channel.unary_unary(
+            PUBLISH_METHOD,
+            request_serializer=_Request.SerializeToString,
+            response_deserializer=pubsub.PublishResponse.pb().FromString,
         )
 
-    def topic_path(self, topic: str) -> str:
-        return self.client.topic_path(self.project, topic)
-
     def publish_all(self, items: Iterable[tuple[str, Envelope]]) -> int:
-        """Publish (topic, envelope) pairs concurrently; return how many, or raise PublishError."""
-        pending = []
-        for topic, envelope in items:
-            path = self.topic_path(topic)
-            future = self.client.publish(
-                path,
-                envelope.to_bytes(),
-                ordering_key=envelope.user,
-                timeout=self.timeout,
-                **envelope.attributes,
-            )
-            pending.append((path, envelope, future))
-        deadline = time.monotonic() + self.timeout + 1
-        failures = 0
-        for path, envelope, future in pending:
-            try:
-                future.result(timeout=max(0.1, deadline - time.monotonic()))
-            except Exception as exc:  # any failure means Meta must retry the whole POST
-                failures += 1
-                future.add_done_callback(self._resume_on_failure(path, envelope.user))
+        """Publish (topic, envelope) pairs concurrently; return how many, or raise PublishError.
+
+        A transient failure is tried again (backing off) until PUBLISH_TIMEOUT_SECONDS is over."""
+        groups = by_request(items, self.project)
+        deadline = time.monotonic() + self.timeout
+        backoff = FIRST_BACKOFF
+        calls = {group: self._send(group, envelopes, deadline) for group, envelopes in groups.items()}
+        failed: dict[Group, grpc.StatusCode] = {}
+        while calls:
+            again = []
+            for group, call in calls.items():
+                try:
+                    call.result()
+                except grpc.RpcError as exc:
+                    code = exc.code()  # type: ignore[attr-defined]  # the failed call is also a grpc.Call
+                    if code in TRANSIENT and time.monotonic() + backoff < deadline:
+                        again.append(group)
+                    else:
+                        failed[group] = code
+            if again:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            calls = {group: self._send(group, groups[group], deadline) for group in again}
+        for group, code in failed.items():
+            for envelope in groups[group]:
                 log.error(
                     "publish failed",
-                    topic=path,
+                    topic=group[0],
                     message_id=envelope.message_id,
                     user=log.mask(envelope.user),
-                    error=type(exc).__name__,
+                    error=code.name,
                 )
-        if failures:
-            raise PublishError(f"{failures} of {len(pending)} publishes failed")
-        return len(pending)
+        if failed:
+            count = sum(len(groups[group]) for group in failed)
+            raise PublishError(f"{count} of {sum(map(len, groups.values()))} publishes failed")
+        return sum(map(len, groups.values()))
 
-    def _resume_on_failure(self, path: str, ordering_key: str) -> Callable[[Future], None]:
-        """A failed publish pauses its ordering key; resume it once the failure lands (or now)."""
-
-        def resume(future: Future) -> None:
-            if future.exception() is not None:
-                with contextlib.suppress(RuntimeError):  # "not paused": nothing to do
-                    self.client.resume_publish(path, ordering_key)
-
-        return resume
+    def _send(self, group: Group, envelopes: list[Envelope], deadline: float) -> grpc.Future:
+        path, user = group
+        messages = [
+            _Message(data=e.to_bytes(), ordering_key=user, attributes=e.attributes) for e in envelopes
+        ]
+        # The routing header Google's client sends with every publish, so the call is routed alike.
+        routing = (("x-goog-request-params", "topic=" + path.replace("/", "%2F")),)
+        return self._publish.future(
+            _Request(topic=path, messages=messages),
+            timeout=max(0.1, deadline - time.monotonic()),
+            metadata=routing,
+        )

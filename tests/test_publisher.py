@@ -1,0 +1,113 @@
+"""How envelopes reach Pub/Sub: one request per topic and user, in order, tried again while it can."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import requests
+
+from common.envelope import Envelope
+from common.publisher import by_request
+from local import emulators as emu
+from local.functions import serve
+from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env
+from tests.support.meta import fixture, signed_headers
+from tests.support.pubsub import Topics
+from tests.support.relay import Relay
+from tests.support.wait import poll
+
+ALICE, BOB = "16505550001", "16505550002"
+
+
+def envelope(message_id: str, user: str) -> Envelope:
+    return Envelope(message_id=message_id, user=user, to=user, phone_number_id="1", type="text", timestamp=1)
+
+
+def one_post(messages: list[tuple[str, str, str]]) -> bytes:
+    """One notification holding (id, user, type) messages, in this order, sent now."""
+    body = fixture("messages/text")
+    value = body["entry"][0]["changes"][0]["value"]
+    now = str(int(time.time()))
+    value["contacts"] = [{"profile": {"name": "A"}, "wa_id": user} for user in (ALICE, BOB)]
+    value["messages"] = [_message(*message, now) for message in messages]
+    return json.dumps(body).encode()
+
+
+def _message(message_id: str, user: str, kind: str, now: str) -> dict[str, Any]:
+    content = {"audio": {"id": "1234", "mime_type": "audio/ogg; codecs=opus", "voice": True}}
+    return {
+        "from": user,
+        "id": message_id,
+        "timestamp": now,
+        "type": kind,
+        **(content if kind == "audio" else {"text": {"body": "hi"}}),
+    }
+
+
+def test_one_request_per_topic_and_user_each_in_the_order_given() -> None:
+    """Google's Pub/Sub refuses a publish that mixes ordering keys; the emulator would not tell."""
+    items = [
+        ("text", envelope("a1", ALICE)),
+        ("text", envelope("b1", BOB)),
+        ("audio", envelope("a2", ALICE)),
+        ("text", envelope("a3", ALICE)),
+        ("text", envelope("b2", BOB)),
+    ]
+    groups = by_request(items, "p")
+    assert {group: [e.message_id for e in envelopes] for group, envelopes in groups.items()} == {
+        ("projects/p/topics/text", ALICE): ["a1", "a3"],
+        ("projects/p/topics/text", BOB): ["b1", "b2"],
+        ("projects/p/topics/audio", ALICE): ["a2"],
+    }
+
+
+def test_each_users_messages_of_one_post_are_published_in_their_order(
+    emulators: emu.Emulators, topics: Topics
+) -> None:
+    sent = [(f"wamid.order{i:02d}", ALICE if i % 3 else BOB, "text") for i in range(30)]
+    sent.insert(7, ("wamid.voice", ALICE, "audio"))
+    function = serve("webhook", function_env(emulators))
+    try:
+        body = one_post(sent)
+        answer = requests.post(function.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+        assert answer.json() == {"status": "ok", "published": 31}
+    finally:
+        function.stop()
+    received = topics.pull(TOPIC_TEXT, expect=30)
+    for user in (ALICE, BOB):
+        expected = [i for i, u, kind in sent if u == user and kind == "text"]
+        got = [r.attributes["message_id"] for r in received if r.ordering_key == user]
+        assert got == expected
+    [voice] = topics.pull(TOPIC_AUDIO, expect=1)
+    assert voice.ordering_key == ALICE
+
+
+def test_a_pubsub_back_within_the_publish_timeout_loses_no_message(
+    emulators: emu.Emulators, topics: Topics
+) -> None:
+    """Pub/Sub cuts the first connections; the webhook tries again and answers 200, published once."""
+    relay = Relay(emulators.pubsub.address)
+    env = function_env(emulators, PUBSUB_EMULATOR_HOST=relay.address, PUBLISH_TIMEOUT_SECONDS="20")
+    function = serve("webhook", env)
+    answers: list[requests.Response] = []
+    try:
+        body = one_post([("wamid.comeback", ALICE, "text")])
+        headers = signed_headers(body, APP_SECRET)
+        post = threading.Thread(
+            target=lambda: answers.append(requests.post(function.url, data=body, headers=headers, timeout=60))
+        )
+        post.start()
+        poll(lambda: relay.cut >= 2, timeout=20, what="the webhook tried Pub/Sub and was cut off twice")
+        assert not answers  # still trying, not answered 503
+        relay.restore()
+        post.join(timeout=60)
+        assert [a.status_code for a in answers] == [200]
+        assert "publish failed" not in function.log_text()
+    finally:
+        function.stop()
+        relay.close()
+    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    assert received.attributes["message_id"] == "wamid.comeback"
