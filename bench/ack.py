@@ -1,4 +1,4 @@
-"""Webhook ack latency: ours next to the floor webhook and a bare function, rounds interleaved.
+"""Webhook ack latency: ours next to the floor webhooks and a bare function, rounds interleaved.
 
 All three are served the same way (functions-framework, its default gunicorn settings) against
 the same Pub/Sub emulator, and get the same signed requests; each round runs every contender
@@ -51,11 +51,12 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(env: dict[str, str], secret: str, model: Any) -> dict[str, Any]:
-    """{senders: {ours, floor, bare: median round, ratios}} plus the seed at 50 senders."""
+    """{senders: {ours, floor, direct, bare: median round, ratios}} plus the seed at 50 senders."""
     contenders: dict[str, FunctionProcess] = {}
     try:
         contenders["ours"] = serve("webhook", env)
         contenders["floor"] = serve("webhook", env, source=HERE / "floor" / "webhook.py")
+        contenders["direct"] = serve("webhook", env, source=HERE / "floor" / "webhook_direct.py")
         contenders["bare"] = serve("webhook", env, source=HERE / "bare" / "main.py")
         for function in contenders.values():  # first requests build the clients
             load(function.url, requests_for(function.url, 50, secret), 5)
@@ -69,9 +70,10 @@ def measure(env: dict[str, str], secret: str, model: Any) -> dict[str, Any]:
                     batch = requests_for(url, REQUESTS[senders], secret)
                     results[name].append(load(url, batch, senders).__dict__)
             row: dict[str, Any] = {name: median_round(rounds) for name, rounds in results.items()}
-            ours, floor, bare = row["ours"], row["floor"], row["bare"]
-            row["p99_ours_over_floor"] = round(ours["p99_ms"] / floor["p99_ms"], 2)
-            row["rate_ours_over_floor"] = round(ours["per_second"] / floor["per_second"], 2)
+            ours, bare = row["ours"], row["bare"]
+            for name in ("floor", "direct"):
+                row[f"p99_ours_over_{name}"] = round(ours["p99_ms"] / row[name]["p99_ms"], 2)
+                row[f"rate_ours_over_{name}"] = round(ours["per_second"] / row[name]["per_second"], 2)
             row["p99_ours_over_bare"] = round(ours["p99_ms"] / bare["p99_ms"], 2)
             rows[str(senders)] = row
     finally:

@@ -1,6 +1,6 @@
 """Where a function's time goes under load: py-spy samples it while bench's load runs.
 
-`python -m bench.profile webhook|floor [senders]` serves the function as `make bench` does,
+`python -m bench.profile webhook|floor|direct [senders]` serves the function as `make bench` does,
 drives it with signed POSTs and prints the share of samples per frame (inclusive and own),
 from py-spy's collapsed stacks (idle threads left out). Saved under bench/results/.
 """
@@ -23,7 +23,11 @@ from local.functions import serve
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = {"webhook": None, "floor": HERE / "floor" / "webhook.py"}
+SOURCES = {
+    "webhook": None,
+    "floor": HERE / "floor" / "webhook.py",
+    "direct": HERE / "floor" / "webhook_direct.py",
+}
 IDLE = ("wait (threading.py", "select (selectors.py", "_worker (concurrent", "accept (socket.py")
 
 

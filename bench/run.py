@@ -67,11 +67,12 @@ def table(results: dict[str, Any]) -> str:
     lines.append("  senders  who      p50 ms   p99 ms    req/s  | ours/floor p99, req/s | ours/bare p99")
     for senders in map(str, ack.SENDERS):
         row = results["ack"][senders]
-        for name in ("ours", "floor", "bare"):
+        for name in ("ours", "floor", "direct", "bare"):
             r = row[name]
             ratio = {
                 "ours": "",
                 "floor": f"{row['p99_ours_over_floor']:>14}x {row['rate_ours_over_floor']:>5.0%}",
+                "direct": f"{row['p99_ours_over_direct']:>14}x {row['rate_ours_over_direct']:>5.0%}",
                 "bare": f"{'':23}| {row['p99_ours_over_bare']}x",
             }[name]
             errors = f"  errors {r['errors']}" if r["errors"] else ""

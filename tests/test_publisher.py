@@ -10,7 +10,7 @@ from typing import Any
 import requests
 
 from common.envelope import Envelope
-from common.publisher import by_request
+from common.publisher import MAX_MESSAGES, by_request
 from local import emulators as emu
 from local.functions import serve
 from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env
@@ -58,10 +58,17 @@ def test_one_request_per_topic_and_user_each_in_the_order_given() -> None:
     ]
     groups = by_request(items, "p")
     assert {group: [e.message_id for e in envelopes] for group, envelopes in groups.items()} == {
-        ("projects/p/topics/text", ALICE): ["a1", "a3"],
-        ("projects/p/topics/text", BOB): ["b1", "b2"],
-        ("projects/p/topics/audio", ALICE): ["a2"],
+        ("projects/p/topics/text", ALICE, 0): ["a1", "a3"],
+        ("projects/p/topics/text", BOB, 0): ["b1", "b2"],
+        ("projects/p/topics/audio", ALICE, 0): ["a2"],
     }
+
+
+def test_a_user_with_more_messages_than_one_request_takes_gets_parts_in_order() -> None:
+    items = [("text", envelope(f"a{i}", ALICE)) for i in range(MAX_MESSAGES * 2 + 1)]
+    parts = by_request(items, "p")
+    assert [len(part) for part in parts.values()] == [MAX_MESSAGES, MAX_MESSAGES, 1]
+    assert [e.message_id for part in parts.values() for e in part] == [e.message_id for _, e in items]
 
 
 def test_each_users_messages_of_one_post_are_published_in_their_order(
@@ -111,3 +118,19 @@ def test_a_pubsub_back_within_the_publish_timeout_loses_no_message(
         relay.close()
     [received] = topics.pull(TOPIC_TEXT, expect=1)
     assert received.attributes["message_id"] == "wamid.comeback"
+
+
+def test_more_messages_of_one_user_than_pubsub_takes_in_a_request_are_all_published_in_order(
+    emulators: emu.Emulators, topics: Topics
+) -> None:
+    """Pub/Sub refuses over 1,000 messages a request (the emulator too): parts, one after the other."""
+    sent = [(f"wamid.many{i:04d}", ALICE, "text") for i in range(MAX_MESSAGES + 5)]
+    function = serve("webhook", function_env(emulators))
+    try:
+        body = one_post(sent)
+        answer = requests.post(function.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=60)
+        assert answer.json() == {"status": "ok", "published": len(sent)}
+    finally:
+        function.stop()
+    received = topics.pull(TOPIC_TEXT, expect=len(sent), timeout=60)
+    assert [r.attributes["message_id"] for r in received] == [message_id for message_id, _, _ in sent]
