@@ -6,6 +6,7 @@ to fail the next N calls (status + body + delay), so tests see exactly what went
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -51,7 +52,9 @@ class Hook:
 
     matches: Callable[[Recorded], bool]
     action: Callable[[], None]
-    after_answer: bool  # False: before answering (the request never succeeds); True: after
+    # False: before answering (the request never succeeds). True: once accepted (recorded with its
+    # answer), before the answer is written, so a crash there cannot race the caller's next step.
+    after_answer: bool
 
 
 @dataclass
@@ -149,20 +152,21 @@ class FakeServer:
                     self.close_connection = True
                     return
                 answer = server._answer(recorded)
-                payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
-                self.send_response(answer.status)
-                content_type = "application/json" if not isinstance(answer.body, bytes) else "audio/ogg"
-                headers = {"Content-Type": content_type, **answer.headers}
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-                    self.wfile.flush()
                 hook = server._take_hook(recorded, after_answer=True)
                 if hook is not None:
                     hook.action()
+                payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+                content_type = "application/json" if not isinstance(answer.body, bytes) else "audio/ogg"
+                headers = {"Content-Type": content_type, **answer.headers}
+                with contextlib.suppress(OSError):  # a hook may have killed the caller
+                    self.send_response(answer.status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                        self.wfile.flush()
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
