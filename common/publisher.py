@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -146,5 +147,6 @@ class Publisher:
 
 @functools.cache
 def _routing(path: str) -> tuple[tuple[str, str], ...]:
-    """The routing header Google's client sends with every publish, so the call is routed alike."""
-    return (("x-goog-request-params", "topic=" + path.replace("/", "%2F")),)
+    """The routing header Google's client sends with every publish (its encoding: `/` kept), so the
+    call is routed alike."""
+    return (("x-goog-request-params", "topic=" + urllib.parse.quote(path, safe="/")),)
