@@ -108,34 +108,39 @@ def test_without_a_metadata_server_the_developers_adc_is_used(
         oauth.close()
 
 
-def test_the_token_goes_to_firestore_over_https(metadata: FakeMetadata) -> None:
-    firestore = FakeFirestore()
-    try:
-        client = Firestore(PROJECT)
-        client.session.mount("https://firestore.googleapis.com/", Loopback(firestore.url))
-        assert client.get("claims/x").exists
-        (read,) = firestore.requests
-        assert read.path == f"/v1/projects/{PROJECT}/databases/(default)/documents/claims/x"
-        assert read.headers["Authorization"] == "Bearer ya29.metadata-1"
-    finally:
-        firestore.close()
+@pytest.fixture
+def firestore() -> Iterator[FakeFirestore]:
+    server = FakeFirestore()
+    yield server
+    server.close()
 
 
-def test_a_refused_token_is_replaced_on_the_next_call(metadata: FakeMetadata) -> None:
-    firestore = FakeFirestore()
-    try:
-        client = Firestore(PROJECT)
-        client.session.mount("https://firestore.googleapis.com/", Loopback(firestore.url))
-        unauthenticated = {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "expired"}}
-        firestore.fail("/v1/", 401, unauthenticated)
-        with pytest.raises(FirestoreError) as refused:
-            client.get("claims/x")  # raised out: Pub/Sub redelivers
-        assert refused.value.status == 401
-        assert client.get("claims/x").exists
-        tokens = [r.headers["Authorization"] for r in firestore.requests]
-        assert tokens == ["Bearer ya29.metadata-1", "Bearer ya29.metadata-2"]
-    finally:
-        firestore.close()
+def client_of(firestore: FakeFirestore) -> Firestore:
+    """Our client for the real API's URL, whose requests the loopback server answers."""
+    client = Firestore(PROJECT)
+    client.session.mount("https://firestore.googleapis.com/", Loopback(firestore.url))
+    return client
+
+
+def test_the_token_goes_to_firestore_over_https(metadata: FakeMetadata, firestore: FakeFirestore) -> None:
+    assert client_of(firestore).get("claims/x").exists
+    (read,) = firestore.requests
+    assert read.path == f"/v1/projects/{PROJECT}/databases/(default)/documents/claims/x"
+    assert read.headers["Authorization"] == "Bearer ya29.metadata-1"
+
+
+def test_a_refused_token_is_replaced_on_the_next_call(
+    metadata: FakeMetadata, firestore: FakeFirestore
+) -> None:
+    client = client_of(firestore)
+    unauthenticated = {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "expired"}}
+    firestore.fail("/v1/", 401, unauthenticated)
+    with pytest.raises(FirestoreError) as refused:
+        client.get("claims/x")  # raised out: Pub/Sub redelivers
+    assert refused.value.status == 401
+    assert client.get("claims/x").exists
+    tokens = [r.headers["Authorization"] for r in firestore.requests]
+    assert tokens == ["Bearer ya29.metadata-1", "Bearer ya29.metadata-2"]
 
 
 @pytest.mark.parametrize(
@@ -147,13 +152,11 @@ def test_a_refused_token_is_replaced_on_the_next_call(metadata: FakeMetadata) ->
         "LOOPBACK",  # a server of our own, over plain http
     ],
 )
-def test_the_token_is_never_sent_elsewhere(metadata: FakeMetadata, api: str) -> None:
-    elsewhere = FakeFirestore()
-    try:
-        client = Firestore(PROJECT, api=elsewhere.url + "/v1" if api == "LOOPBACK" else api)
-        with pytest.raises(TokenRefused):
-            client.get("claims/x")
-        assert elsewhere.requests == []
-        assert metadata.token_requests() == []  # refused before a token is even fetched
-    finally:
-        elsewhere.close()
+def test_the_token_is_never_sent_elsewhere(
+    metadata: FakeMetadata, firestore: FakeFirestore, api: str
+) -> None:
+    client = Firestore(PROJECT, api=firestore.url + "/v1" if api == "LOOPBACK" else api)
+    with pytest.raises(TokenRefused):
+        client.get("claims/x")
+    assert firestore.requests == []
+    assert metadata.token_requests() == []  # refused before a token is even fetched

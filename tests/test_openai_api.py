@@ -8,7 +8,6 @@ functions (test_responder, test_vision, test_voice_reply, test_transcriber).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -37,17 +36,10 @@ ACCEPTED_BASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
 @pytest.fixture
-def openai(server: FakeOpenAI) -> OpenAIClient:
-    server.reset()
-    return OpenAIClient(base=server.base_url, key=KEY)
+def openai(model: FakeOpenAI) -> OpenAIClient:
+    model.reset()
+    return OpenAIClient(base=model.base_url, key=KEY)
 
 
 # --- where the key may go ------------------------------------------------------------------------
@@ -99,7 +91,7 @@ def test_a_transcriber_that_does_not_call_openai_starts_whatever_the_base() -> N
     serve("transcriber", env).stop()
 
 
-def test_redirects_are_not_followed_so_the_key_stays_with_the_base(server: FakeOpenAI) -> None:
+def test_redirects_are_not_followed_so_the_key_stays_with_the_base(model: FakeOpenAI) -> None:
     elsewhere = FakeOpenAI()
 
     class Redirecting(FakeServer):
@@ -122,11 +114,11 @@ def test_redirects_are_not_followed_so_the_key_stays_with_the_base(server: FakeO
 
 
 def test_chat_posts_json_with_the_key_as_a_bearer_token_and_a_user_agent(
-    openai: OpenAIClient, server: FakeOpenAI
+    openai: OpenAIClient, model: FakeOpenAI
 ) -> None:
     answer = openai.chat(CHAT, timeout=5)
     assert answer["choices"][0]["message"]["content"].startswith("echo: hi")
-    [request] = server.requests
+    [request] = model.requests
     assert (request.method, request.path) == ("POST", "/v1/chat/completions")
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["Content-Type"] == "application/json"
@@ -134,26 +126,26 @@ def test_chat_posts_json_with_the_key_as_a_bearer_token_and_a_user_agent(
     assert request.json() == CHAT
 
 
-def test_no_key_sends_no_authorization(server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_key_sends_no_authorization(model: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server.reset()
-    OpenAIClient(base=server.base_url).chat(CHAT, timeout=5)
-    [request] = server.requests
+    model.reset()
+    OpenAIClient(base=model.base_url).chat(CHAT, timeout=5)
+    [request] = model.requests
     assert "Authorization" not in request.headers
 
 
-def test_speech_answers_the_audio_bytes(openai: OpenAIClient, server: FakeOpenAI) -> None:
+def test_speech_answers_the_audio_bytes(openai: OpenAIClient, model: FakeOpenAI) -> None:
     body = {"model": "tts", "voice": "alloy", "input": "hello", "response_format": "opus"}
-    assert openai.speech(body, timeout=5) == server.speech
-    assert server.speeches() == [body]
+    assert openai.speech(body, timeout=5) == model.speech
+    assert model.speeches() == [body]
 
 
 def test_transcription_is_a_multipart_upload_of_model_and_file(
-    openai: OpenAIClient, server: FakeOpenAI
+    openai: OpenAIClient, model: FakeOpenAI
 ) -> None:
     result = openai.transcription("whisper-test", ("voice.ogg", b"OggS...", "audio/ogg"), timeout=5)
     assert result == {"text": "a transcript from the fake"}
-    [fields] = server.transcriptions()
+    [fields] = model.transcriptions()
     assert fields["file"] == ("voice.ogg", b"OggS...")
     assert fields["model"] == (None, b"whisper-test")
 
@@ -162,7 +154,7 @@ def test_transcription_is_a_multipart_upload_of_model_and_file(
 
 
 def test_openais_error_body_becomes_status_code_type_and_message(
-    openai: OpenAIClient, server: FakeOpenAI
+    openai: OpenAIClient, model: FakeOpenAI
 ) -> None:
     error = {
         "message": "This model's maximum context length is 128000 tokens.",
@@ -170,7 +162,7 @@ def test_openais_error_body_becomes_status_code_type_and_message(
         "param": "messages",
         "code": "context_length_exceeded",
     }
-    server.fail("/chat/completions", 400, {"error": error})
+    model.fail("/chat/completions", 400, {"error": error})
     with pytest.raises(StatusError) as failed:
         openai.chat(CHAT, timeout=5)
     found = failed.value
@@ -180,17 +172,17 @@ def test_openais_error_body_becomes_status_code_type_and_message(
 
 
 def test_an_error_body_of_another_shape_keeps_its_text_as_the_message(
-    openai: OpenAIClient, server: FakeOpenAI
+    openai: OpenAIClient, model: FakeOpenAI
 ) -> None:
-    server.fail("/audio/speech", 502, b"<html>Bad Gateway</html>")
+    model.fail("/audio/speech", 502, b"<html>Bad Gateway</html>")
     with pytest.raises(StatusError) as failed:
         openai.speech({"model": "tts"}, timeout=5)
     assert (failed.value.status, failed.value.code, failed.value.type) == (502, None, None)
     assert failed.value.message == "<html>Bad Gateway</html>"
 
 
-def test_no_answer_in_time_is_unreachable(openai: OpenAIClient, server: FakeOpenAI) -> None:
-    server.fail("/chat/completions", 200, {"choices": []}, delay=2)
+def test_no_answer_in_time_is_unreachable(openai: OpenAIClient, model: FakeOpenAI) -> None:
+    model.fail("/chat/completions", 200, {"choices": []}, delay=2)
     with pytest.raises(Unreachable, match="ReadTimeout"):
         openai.chat(CHAT, timeout=0.5)
 
@@ -207,29 +199,29 @@ def test_a_closed_port_is_unreachable() -> None:
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 503])
-def test_max_retries_retries_what_the_sdk_retried(server: FakeOpenAI, status: int) -> None:
-    server.reset()
-    server.fail("/audio/transcriptions", status, {"error": {"message": "busy"}})
-    client = OpenAIClient(max_retries=1, base=server.base_url, key=KEY)
+def test_max_retries_retries_what_the_sdk_retried(model: FakeOpenAI, status: int) -> None:
+    model.reset()
+    model.fail("/audio/transcriptions", status, {"error": {"message": "busy"}})
+    client = OpenAIClient(max_retries=1, base=model.base_url, key=KEY)
     assert client.transcription("m", ("voice.ogg", b"x", "audio/ogg"), timeout=5)["text"]
-    assert [r.status for r in server.requests] == [status, 200]
+    assert [r.status for r in model.requests] == [status, 200]
 
 
-def test_after_max_retries_the_last_failure_is_raised(server: FakeOpenAI) -> None:
-    server.reset()
-    server.fail("/audio/transcriptions", 429, {"error": {"message": "slow down"}}, times=3)
-    client = OpenAIClient(max_retries=1, base=server.base_url, key=KEY)
+def test_after_max_retries_the_last_failure_is_raised(model: FakeOpenAI) -> None:
+    model.reset()
+    model.fail("/audio/transcriptions", 429, {"error": {"message": "slow down"}}, times=3)
+    client = OpenAIClient(max_retries=1, base=model.base_url, key=KEY)
     with pytest.raises(StatusError) as failed:
         client.transcription("m", ("voice.ogg", b"x", "audio/ogg"), timeout=5)
     assert failed.value.status == 429
-    assert len(server.requests) == 2
+    assert len(model.requests) == 2
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413])
-def test_other_4xx_are_not_retried(server: FakeOpenAI, status: int) -> None:
-    server.reset()
-    server.fail("/audio/transcriptions", status, {"error": {"message": "no"}}, times=3)
-    client = OpenAIClient(max_retries=2, base=server.base_url, key=KEY)
+def test_other_4xx_are_not_retried(model: FakeOpenAI, status: int) -> None:
+    model.reset()
+    model.fail("/audio/transcriptions", status, {"error": {"message": "no"}}, times=3)
+    client = OpenAIClient(max_retries=2, base=model.base_url, key=KEY)
     with pytest.raises(StatusError):
         client.transcription("m", ("voice.ogg", b"x", "audio/ogg"), timeout=5)
-    assert len(server.requests) == 1
+    assert len(model.requests) == 1
