@@ -87,7 +87,7 @@ class ChatModel:
         except Unreachable as exc:
             raise ModelUnavailable(str(exc)) from exc
         except StatusError as exc:
-            if exc.status == 429 or exc.status >= 500:
+            if exc.busy:
                 raise ModelUnavailable(str(exc.status)) from exc
             text = f"{exc.code} {exc.type} {exc.message}".lower()
             if exc.status == 400 and any(hint in text for hint in CONTEXT_ERROR_HINTS):

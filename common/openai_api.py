@@ -49,6 +49,11 @@ class StatusError(Exception):
         self.status, self.code, self.type, self.message = status, code, kind, message
         self.retry_after = retry_after  # seconds the server asked for (Retry-After), if it did
 
+    @property
+    def busy(self) -> bool:
+        """Rate limited (429) or a server error (5xx): a later attempt may succeed."""
+        return self.status == 429 or self.status >= 500
+
 
 def base_url(value: str | None = None) -> str:
     """OPENAI_BASE_URL (or `value`), default OpenAI's; refused (RuntimeError) unless the key may go
@@ -160,7 +165,12 @@ def _retry_after(response: requests.Response) -> float | None:
 def _pause(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None and 0 < retry_after <= LONGEST_RETRY_AFTER:
         return retry_after
-    return min(FIRST_PAUSE * 2**attempt, LONGEST_PAUSE) * (1 - 0.25 * random.random())  # noqa: S311
+    return _backoff(attempt) * (1 - 0.25 * random.random())  # noqa: S311
+
+
+def _backoff(attempt: int) -> float:
+    """0.5 s doubling to 8 s: the SDK's pause after failed attempt number `attempt` (0-based)."""
+    return min(FIRST_PAUSE * 2**attempt, LONGEST_PAUSE)
 
 
 def within(deadline: float | None, retries: int, retriable: type[Exception], call: Callable[[], T]) -> T:
@@ -171,7 +181,7 @@ def within(deadline: float | None, retries: int, retriable: type[Exception], cal
         try:
             return call()
         except retriable:
-            pause = min(FIRST_PAUSE * 2**attempt, LONGEST_PAUSE)
+            pause = _backoff(attempt)
             left = float("inf") if deadline is None else deadline - time.monotonic()
             if attempt == retries or left < pause + 1:
                 raise

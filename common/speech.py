@@ -77,6 +77,6 @@ class Speech:
         except Unreachable as exc:
             raise SpeechUnavailable(str(exc)) from exc
         except StatusError as exc:
-            if exc.status == 429 or exc.status >= 500:
+            if exc.busy:
                 raise SpeechUnavailable(str(exc.status)) from exc
             raise SpeechRefused(f"{exc.status} {exc.code}") from exc

@@ -57,7 +57,7 @@ class OpenAIBackend:
         except Unreachable as exc:  # timeouts too
             raise Unavailable(f"openai: {exc}") from exc
         except StatusError as exc:
-            if exc.status == 429 or exc.status >= 500:
+            if exc.busy:
                 raise Unavailable(f"openai: HTTP {exc.status}") from exc
             raise Failed(REJECTED, f"openai: HTTP {exc.status} {exc.code}") from exc
         text = (result.get("text") or "").strip()
