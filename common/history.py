@@ -65,11 +65,8 @@ class History:
     def __init__(self, db: Firestore, budget: Budget, ttl: timedelta) -> None:
         self.db, self.budget, self.ttl = db, budget, ttl
 
-    def ref(self, user: str) -> str:
-        return path(user)
-
     def load(self, user: str) -> Conversation:
-        snapshot = self.db.get(self.ref(user))  # 1 read
+        snapshot = self.db.get(path(user))  # 1 read
         data = snapshot.data
         turns = [
             t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
@@ -89,7 +86,7 @@ class History:
     ) -> None:
         """Add the new turns in 1 write; trim to the budget when the document has not moved.
         `fields` (the guardrails' daily counters) go into the same write."""
-        ref, now, fields = self.ref(user), datetime.now(UTC), fields or {}
+        ref, now, fields = path(user), datetime.now(UTC), fields or {}
         kept = self.budget.trim([*conversation.turns, *new_turns])
         if conversation.version is not None and len(kept) < len(conversation.turns) + len(new_turns):
             try:
@@ -112,4 +109,13 @@ class History:
         # merged: the day's usage counters survive a /reset (it is no way around a daily limit);
         # the /voice choice goes with the conversation
         emptied = {"turns": [], "resetBy": mark, "expireAt": expire, "voice": DELETE_FIELD}
-        self.db.set(self.ref(user), emptied, merge=True)
+        self.db.set(path(user), emptied, merge=True)
+
+    def choose_voice(self, user: str, choice: str) -> None:
+        """Store the user's `/voice on|off` with their conversation (1 write)."""
+        self.db.set(path(user), {"voice": choice, "expireAt": datetime.now(UTC) + self.ttl}, merge=True)
+
+    def voice(self, user: str) -> str | None:
+        """The user's `/voice` choice alone (1 read of one field), when no turn loaded it."""
+        choice = self.db.get(path(user), fields=["voice"]).data.get("voice")
+        return choice if isinstance(choice, str) else None

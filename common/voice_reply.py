@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from common import config, log, texts
 from common.chunks import split_text
@@ -95,9 +94,7 @@ class VoiceReplies:
         choice = COMMANDS.get(" ".join((texts.command(envelope) or "").split()))
         if choice is None:
             return None
-        expire = datetime.now(UTC) + self.history.ttl
-        conversation = self.history.ref(envelope.user)
-        self.history.db.set(conversation, {"voice": choice, "expireAt": expire}, merge=True)
+        self.history.choose_voice(envelope.user, choice)
         log.info("voice replies switched", voice=choice, message_id=envelope.message_id)
         return self.on_text if choice == "on" else self.off_text
 
@@ -109,10 +106,7 @@ class VoiceReplies:
     def _mode_for(self, envelope: Envelope, conversation: Conversation | None) -> str:
         if envelope.type != "audio" or not envelope.transcript:
             return "text"  # typed messages are always answered with text
-        if conversation is not None:
-            choice = conversation.voice
-        else:
-            choice = self.history.db.get(self.history.ref(envelope.user), fields=["voice"]).data.get("voice")
+        choice = conversation.voice if conversation is not None else self.history.voice(envelope.user)
         if choice == "off":
             return "text"
         if choice == "on" and self.mode == "text":
