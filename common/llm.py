@@ -11,7 +11,7 @@ import functools
 import time
 from typing import Any
 
-from common import config
+from common import config, log
 from common.openai_api import OpenAIClient, StatusError, Unreachable, within
 
 CONTEXT_ERROR_HINTS = (
@@ -74,6 +74,27 @@ class ChatModel:
             self._complete_once, messages, deadline, model or self.model, timeout or self.timeout
         )
         return within(deadline, self.retries, ModelUnavailable, once)
+
+    def answer(
+        self,
+        system: str,
+        turns: list[dict[str, Any]],
+        content: Any,
+        deadline: float | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Completion:
+        """The reply to the user's `content` (text, or text and image parts) after the stored
+        `turns`; when the whole conversation is too long for the model, again with only the last
+        exchange kept (ContextTooLong only if even that is too long)."""
+        prompt = [{"role": "system", "content": system}]
+        history = [{"role": t["role"], "content": t["content"]} for t in turns]
+        asked = {"role": "user", "content": content}
+        try:
+            return self.complete([*prompt, *history, asked], deadline, model, timeout)
+        except ContextTooLong:
+            log.warning("context too long: retrying with the last turns only", turns=len(history))
+            return self.complete([*prompt, *history[-2:], asked], deadline, model, timeout)
 
     def _complete_once(
         self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float

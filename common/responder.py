@@ -201,17 +201,9 @@ class Responder:
         return self.inputs.request(envelope)
 
     def _ask_model(self, turns: list[Turn], user_turn: UserTurn, deadline: float) -> str:
-        system = [{"role": "system", "content": self.texts.system_prompt}]
-        history = [{"role": t["role"], "content": t["content"]} for t in turns]
-        asked = {"role": "user", "content": user_turn.content}
+        system, model, timeout = self.texts.system_prompt, user_turn.model, user_turn.timeout
         try:
-            try:
-                prompt = [*system, *history, asked]
-                reply = self.model.complete(prompt, deadline, user_turn.model, user_turn.timeout)
-            except ContextTooLong:
-                log.warning("context too long: retrying with the last turns only", turns=len(history))
-                last = [*system, *history[-2:], asked]
-                reply = self.model.complete(last, deadline, user_turn.model, user_turn.timeout)
+            reply = self.model.answer(system, turns, user_turn.content, deadline, model, timeout)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:
