@@ -11,6 +11,7 @@ import pytest
 from google.cloud import firestore
 
 from local import emulators as emu
+from local.functions import FunctionProcess, serve
 from tests.support.deploy_cloud import FakeCloud
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.pubsub import Topics
@@ -78,6 +79,14 @@ def stand_in_env(
         OPENAI_API_KEY=OPENAI_KEY,
         **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def webhook(emulators: emu.Emulators) -> Iterator[FunctionProcess]:
+    """The webhook as tests configure it, for the module's tests."""
+    function = serve("webhook", function_env(emulators))
+    yield function
+    function.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import requests
 from common.envelope import Envelope
 from common.publisher import MAX_MESSAGES, by_request
 from local import emulators as emu
-from local.functions import serve
+from local.functions import FunctionProcess, serve
 from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env
 from tests.support.meta import fixture, signed_headers
 from tests.support.pubsub import Topics
@@ -72,17 +72,13 @@ def test_a_user_with_more_messages_than_one_request_takes_gets_parts_in_order() 
 
 
 def test_each_users_messages_of_one_post_are_published_in_their_order(
-    emulators: emu.Emulators, topics: Topics
+    webhook: FunctionProcess, topics: Topics
 ) -> None:
     sent = [(f"wamid.order{i:02d}", ALICE if i % 3 else BOB, "text") for i in range(30)]
     sent.insert(7, ("wamid.voice", ALICE, "audio"))
-    function = serve("webhook", function_env(emulators))
-    try:
-        body = one_post(sent)
-        answer = requests.post(function.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
-        assert answer.json() == {"status": "ok", "published": 31}
-    finally:
-        function.stop()
+    body = one_post(sent)
+    answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+    assert answer.json() == {"status": "ok", "published": 31}
     received = topics.pull(TOPIC_TEXT, expect=30)
     for user in (ALICE, BOB):
         expected = [i for i, u, kind in sent if u == user and kind == "text"]
@@ -121,16 +117,12 @@ def test_a_pubsub_back_within_the_publish_timeout_loses_no_message(
 
 
 def test_more_messages_of_one_user_than_pubsub_takes_in_a_request_are_all_published_in_order(
-    emulators: emu.Emulators, topics: Topics
+    webhook: FunctionProcess, topics: Topics
 ) -> None:
     """Pub/Sub refuses over 1,000 messages a request (the emulator too): parts, one after the other."""
     sent = [(f"wamid.many{i:04d}", ALICE, "text") for i in range(MAX_MESSAGES + 5)]
-    function = serve("webhook", function_env(emulators))
-    try:
-        body = one_post(sent)
-        answer = requests.post(function.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=60)
-        assert answer.json() == {"status": "ok", "published": len(sent)}
-    finally:
-        function.stop()
+    body = one_post(sent)
+    answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=60)
+    assert answer.json() == {"status": "ok", "published": len(sent)}
     received = topics.pull(TOPIC_TEXT, expect=len(sent), timeout=60)
     assert [r.attributes["message_id"] for r in received] == [message_id for message_id, _, _ in sent]

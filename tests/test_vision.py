@@ -26,7 +26,7 @@ from common.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.simulator.server import create_app
-from tests.conftest import APP_SECRET, TOPIC_TEXT, function_env, stand_in_env
+from tests.conftest import APP_SECRET, TOPIC_TEXT, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
@@ -378,13 +378,6 @@ def test_a_quick_answer_sends_one_indicator(
 
 
 # --- the webhook publishes what the responder needs -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def webhook(emulators: emu.Emulators) -> Iterator[FunctionProcess]:
-    function = serve("webhook", function_env(emulators))
-    yield function
-    function.stop()
 
 
 def test_the_webhook_publishes_media_locations_and_contacts_to_the_text_topic(

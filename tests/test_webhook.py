@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,13 +17,6 @@ from local.functions import FunctionProcess, serve
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, VERIFY_TOKEN, function_env
 from tests.support.meta import fixture, fixture_bytes, signed_headers
 from tests.support.pubsub import Topics
-
-
-@pytest.fixture(scope="module")
-def webhook(emulators: emu.Emulators) -> Iterator[FunctionProcess]:
-    function = serve("webhook", function_env(emulators))
-    yield function
-    function.stop()
 
 
 def post_fixture(webhook: FunctionProcess, name: str) -> requests.Response:
