@@ -73,3 +73,53 @@ def test_user_fields_are_masked_even_when_the_caller_forgot(
 )
 def test_mask_keeps_at_most_the_last_four(raw: str | None, masked: str) -> None:
     assert log.mask(raw) == masked
+
+
+def test_a_run_of_eight_digits_in_free_text_keeps_only_its_last_four(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    record = logged(
+        capsys,
+        reason="(#131000) could not send to +16505551234 (US.13491208655302741918)",
+        detail=["wa_id=16505551234"],
+    )
+    assert record["reason"] == "(#131000) could not send to +***1234 (US.***1918)"
+    assert record["detail"] == ["wa_id=***1234"]
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "body over 3145728 bytes",  # 7 digits: a size, not a number to hide
+        "m-123456789012",  # a digest
+        "conversations/a1234567890b1234567890c",  # a hash, digits inside a word
+        "graph_v25 code 1234567890abc",
+    ],
+)
+def test_digits_inside_words_and_short_numbers_are_kept(
+    capsys: pytest.CaptureFixture[str], kept: str
+) -> None:
+    assert logged(capsys, reason=kept)["reason"] == kept
+
+
+def test_our_own_numeric_ids_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    record = logged(capsys, phone_number_id="106540352242922", event_id="17283746501234")
+    assert record["phone_number_id"] == "106540352242922"
+    assert record["event_id"] == "17283746501234"
+
+
+def test_a_failure_names_its_causes_and_where_but_quotes_only_its_own_scrubbed_text() -> None:
+    def fetch() -> None:
+        raise ConnectionError(f"Max retries exceeded with url: /v1/documents/{WAMID}?to=16505551234")
+
+    try:
+        try:
+            fetch()
+        except ConnectionError as exc:
+            raise RuntimeError("Firestore UNAVAILABLE: ConnectionError") from exc
+    except RuntimeError as exc:
+        failure = log.failure(exc)
+    assert failure["error"] == "RuntimeError < ConnectionError"
+    assert failure["where"].startswith("test_log.py:")
+    assert failure["reason"] == "Firestore UNAVAILABLE: ConnectionError"
+    assert "Max retries" not in json.dumps(failure)
