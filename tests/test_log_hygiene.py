@@ -2,10 +2,13 @@
 
 Its own webhook, transcriber and responder on the emulators, wired by ordered push subscriptions
 as in `make dev`, get text, a voice note (real audio), an image, a status, a reaction, a
-malformed batch, a Graph error, model errors, a dead letter, undecodable events and a transcriber
-killed mid-note and replaced. Then every process's log (the killed one's too) is searched for
-phone numbers, business-scoped ids, words, tokens and secrets, in clear or inside any id-like
-token that decodes from base64.
+malformed batch, Graph errors (one retried, whose text quotes the number and the id), model
+errors, a dead letter, undecodable events, a Firestore outage under the responder (refused
+connections: the client's errors quote URLs) and a transcriber killed mid-note and replaced.
+Then every process's log (the killed one's too) is searched for phone numbers, business-scoped
+ids (and the hashes that name their documents), words, tokens and secrets, in clear or inside any
+id-like token that decodes from base64. No process logs a traceback: its chained causes quote
+what the sink never sees.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from typing import Any
 import pytest
 import requests
 
+from common.claims import doc_id
 from common.envelope import Envelope
 from common.events import DEAD_LETTER_ATTRIBUTE
 from common.log import digest
@@ -43,10 +48,18 @@ from tests.conftest import (
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.meta import fixture, signed_headers
+from tests.support.relay import Relay
 from tests.support.wait import wait_for
 
 AUDIO = Path(__file__).resolve().parent / "audio"
-PHONES = {"ana": "15550101234", "ben": "4915201234567", "dead": "447700900123", "cleo": "15550107788"}
+PHONES = {
+    "ana": "15550101234",
+    "ben": "4915201234567",
+    "dead": "447700900123",
+    "cleo": "15550107788",
+    "dan": "15550109901",
+    "eve": "33612345678",
+}
 BSUID = "US.13491208655302741918"  # a business-scoped user id: no phone number in the webhook
 PROFILE = "Ana Privata"
 TRANSCRIPT = "remind me to call the clinic about my test results"
@@ -57,6 +70,8 @@ SPOKEN = {
     "retried": "what was my balance yesterday",
     "dead": "cancel my subscription please",
     "caption": "photo of my passport",
+    "graph_retry": "where is my parcel from the pharmacy",
+    "outage": "book me a table for two tonight",
 }
 
 
@@ -117,10 +132,10 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
     env = stand_in_env(emulators, graph, model, OPENAI_MAX_RETRIES="0", TRANSCRIBE_BACKEND="openai")
     started: list[FunctionProcess] = []
     result = Run()
+    firestore = Relay(emulators.firestore.address, up=True)  # the responder's, for an outage
     try:
-        webhook, transcriber, responder = (
-            serve(name, env) for name in ("webhook", "transcriber", "responder")
-        )
+        webhook, transcriber = (serve(name, env) for name in ("webhook", "transcriber"))
+        responder = serve("responder", {**env, "FIRESTORE_EMULATOR_HOST": firestore.address})
         started += [webhook, transcriber, responder]
         wire_push(
             emulators.pubsub.address, PROJECT, {TOPIC_AUDIO: transcriber.url, TOPIC_TEXT: responder.url}
@@ -185,6 +200,16 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
         assert post_signed(webhook, body).status_code == 200
         assert wait_for(lambda: len(sent_to(graph, ben)) == 2, 90)
 
+        # Meta's error text is not ours: this one quotes the number and the id, and is retried
+        dan = PHONES["dan"]
+        result.ids["graph_retry"], body = message_body(
+            "messages/text", dan, text={"body": SPOKEN["graph_retry"]}
+        )
+        quoted = f"Something went wrong sending {result.ids['graph_retry']} to +{dan}"
+        graph.fail("/messages", 500, graph_error(131000, quoted), times=3)
+        assert post_signed(webhook, body).status_code == 200
+        assert wait_for(lambda: len(sent_to(graph, dan)) == 1, 90)
+
         # a dead letter, delivered straight to the responder as Pub/Sub would; undecodable events
         result.ids["dead"] = wamid(dead)
         lost = Envelope(
@@ -196,6 +221,19 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
         garbage = {"message": {"data": "bm90IGpzb24=", "messageId": "1"}, "subscription": "projects/p/s"}
         for function in (transcriber, responder):
             assert requests.post(function.url, json=garbage, timeout=30).status_code == 200
+
+        # Firestore is down for the responder (connections refused) while it takes a message
+        eve = PHONES["eve"]
+        result.ids["outage"] = wamid(eve)
+        waiting = Envelope(
+            result.ids["outage"], eve, eve, "106540352242922", "text", int(time.time()), SPOKEN["outage"]
+        )
+        firestore.outage(refuse=True)
+        for _ in range(2):  # its pooled connections fail first, then new ones are refused
+            assert deliver(responder, waiting) == 500  # Pub/Sub redelivers
+        firestore.restore()
+        assert deliver(responder, waiting) == 200
+        assert len(sent_to(graph, eve)) == 1
 
         # the transcriber dies while OpenAI transcribes; a replacement on its port finishes the note
         model.on(lambda r: r.path.endswith("/audio/transcriptions"), kill(transcriber))
@@ -221,6 +259,8 @@ def run(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> Iterat
     finally:
         for function in started:
             function.stop()
+        firestore.close()
+        graph.failures.clear()
         model.failures.clear()
         model.hooks.clear()
 
@@ -268,6 +308,7 @@ def forbidden_words(run: Run, graph: FakeGraph) -> list[str]:
     return [
         *PHONES.values(),
         BSUID,
+        *(doc_id(user) for user in [*PHONES.values(), BSUID]),  # a phone's unsalted hash names its documents
         PROFILE,
         TRANSCRIPT,
         *SPOKEN.values(),
@@ -289,6 +330,21 @@ def test_no_log_of_any_process_holds_a_number_an_id_words_a_token_or_a_secret(
         assert text.strip(), f"{name} logged nothing"
         found += [f"{name}: {leak}" for leak in leaks(text, forbidden_words(run, graph))]
     assert not found, "the logs give away:\n" + "\n".join(found)
+
+
+def test_a_failure_is_one_line_naming_its_causes_never_a_traceback(run: Run) -> None:
+    for name, text in run.logs.items():
+        assert "Traceback" not in text, f"{name} logged a traceback"
+    outage = digest(run.ids["outage"])
+    failed = [
+        line
+        for line in records(run.logs["responder"])
+        if line.get("message_id") == outage and line["severity"] == "ERROR"
+    ]
+    assert len(failed) == 2  # both deliveries in the outage
+    for line in failed:
+        assert line["error"].startswith("FirestoreError < ConnectionError"), line
+        assert "firestore_rest.py" in line["where"], line
 
 
 def records(text: str) -> list[dict[str, Any]]:

@@ -377,3 +377,24 @@ def test_publish_failure_answers_503_so_meta_retries(emulators: emu.Emulators) -
     finally:
         function.stop()
         own_pubsub.stop()
+
+
+def test_a_fault_of_ours_answers_500_in_json_and_logs_one_line_without_a_traceback(
+    emulators: emu.Emulators,
+) -> None:
+    """A setting the guardrails cannot read fails the first POST: Meta retries a 500, and the log
+    says what failed and where, not a traceback (whose causes may quote the body)."""
+    function = serve("webhook", function_env(emulators, MAX_MESSAGE_AGE_HOURS="a day"))
+    try:
+        answer = post_fixture(function, "messages/text")
+        assert answer.status_code == 500
+        assert answer.json() == {"status": "error", "reason": "internal error"}
+        text = function.log_text()
+        [line] = [json.loads(row) for row in text.splitlines() if "request failed" in row]
+        assert line["severity"] == "ERROR"
+        assert line["error"] == "RuntimeError < ValueError"
+        assert line["reason"] == "MAX_MESSAGE_AGE_HOURS must be a number, got 'a day'"
+        assert "config.py" in line["where"]
+        assert "Traceback" not in text
+    finally:
+        function.stop()

@@ -1,4 +1,8 @@
-"""Pub/Sub entry point `respond`: one reply per message, exactly once (see common/responder.py)."""
+"""Pub/Sub entry point `respond`: one reply per message, exactly once (see common/responder.py).
+
+A nack is a bare 500 (an HTTPException, which Flask answers without logging a traceback): a
+traceback holds the texts of every chained cause, URLs with document paths and Meta's own words.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import threading
 
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import InternalServerError
 
 from common import log, startup, voice_reply  # startup before the SDKs: pauses the collector
 from common.events import BadEvent, envelope_from_event, is_dead_lettered
@@ -46,4 +51,7 @@ def respond(event: CloudEvent) -> None:
             responder().handle(envelope)
     except RetryLater as exc:
         log.warning("will be redelivered", message_id=envelope.message_id, reason=str(exc))
-        raise
+        raise InternalServerError() from None
+    except Exception as exc:  # a fault of ours or an outage (Firestore): logged without a traceback
+        log.error("failed: will be redelivered", message_id=envelope.message_id, **log.failure(exc))
+        raise InternalServerError() from None

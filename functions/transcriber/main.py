@@ -1,7 +1,8 @@
 """Pub/Sub entry point `transcribe`: a voice note from the audio topic becomes text on the text topic.
 
 Returning acks the message; raising answers 500, so Pub/Sub redelivers — done only for what a
-retry can fix (Graph or speech service timeouts, 429, 5xx; an unconfirmed publish). A redelivered
+retry can fix (Graph or speech service timeouts, 429, 5xx; an unconfirmed publish), as a bare 500
+(an HTTPException: Flask logs no traceback, whose chained causes hold URLs and Meta's words). A redelivered
 note may publish its transcript twice: the responder claims each message id once in Firestore,
 so the duplicate is dropped there.
 """
@@ -12,11 +13,12 @@ import threading
 
 import functions_framework
 from cloudevents.http import CloudEvent
+from werkzeug.exceptions import InternalServerError
 
 from common import config, log
 from common.events import BadEvent, envelope_from_event
 from common.graph import GraphError
-from common.publisher import Publisher
+from common.publisher import Publisher, PublishError
 from common.transcription import Transcriber, Unavailable, backends
 
 backends.settings()  # refuse a backend setting when the instance starts, not at the first note
@@ -43,9 +45,10 @@ def transcribe(event: CloudEvent) -> None:
     except BadEvent as exc:
         log.error("transcriber: not an envelope, dropped", reason=str(exc))
         return
-    transcriber, publisher = _clients()
     try:
+        transcriber, publisher = _clients()
         result = transcriber.run(envelope)
+        publisher.publish_all([(config.get("TOPIC_TEXT") or "", result)])
     except (GraphError, Unavailable) as exc:
         log.warning(
             "transcription will be retried",
@@ -53,5 +56,10 @@ def transcribe(event: CloudEvent) -> None:
             user=log.mask(envelope.user),
             error=str(exc),
         )
-        raise
-    publisher.publish_all([(config.get("TOPIC_TEXT") or "", result)])  # PublishError: redelivery
+        raise InternalServerError() from None
+    except PublishError:  # each failed publish is logged where it failed
+        log.warning("transcript not published: will be redelivered", message_id=envelope.message_id)
+        raise InternalServerError() from None
+    except Exception as exc:  # a fault of ours: logged without a traceback
+        log.error("failed: will be redelivered", message_id=envelope.message_id, **log.failure(exc))
+        raise InternalServerError() from None

@@ -32,6 +32,14 @@ def _publish_all(items: list[tuple[str, Envelope]]) -> int:
 
 @functions_framework.http
 def webhook(request: Request) -> Response:
+    try:
+        return _answer(request)
+    except Exception as exc:  # a fault of ours: Meta retries a 500; a traceback could quote the body
+        log.error("request failed: Meta will retry", **log.failure(exc))
+        return reply(500, status="error", reason="internal error")
+
+
+def _answer(request: Request) -> Response:
     if request.method == "GET":
         return handshake(request.args, config.get("WHATSAPP_VERIFY_TOKEN"))
     if request.method != "POST":
