@@ -89,11 +89,19 @@ def parse_media(body: dict[str, Any]) -> Media:
 
 def parse_location(body: dict[str, Any]) -> Location:
     return Location(
-        latitude=float(body["latitude"]),
-        longitude=float(body["longitude"]),
+        latitude=_coordinate(body, "latitude"),
+        longitude=_coordinate(body, "longitude"),
         name=as_text(body.get("name")),
         address=as_text(body.get("address")),
     )
+
+
+def _coordinate(body: dict[str, Any], key: str) -> float:
+    """float() quotes what it cannot read, and a problem's reason is logged: say only which key."""
+    try:
+        return float(body[key])
+    except (TypeError, ValueError):
+        raise ValueError(f"location {key} is not a number") from None
 
 
 def parse_contacts(raw: Any) -> tuple[SharedContact, ...]:

@@ -195,6 +195,15 @@ def test_odd_items_become_problems_not_crashes(bad_item: object) -> None:
     assert len(parsed.messages) == 1 and len(parsed.problems) == 1
 
 
+def test_a_problem_names_the_key_never_the_value_it_could_not_read() -> None:
+    """A problem's reason is logged: a value quoted there could be anything the sender typed."""
+    body = copy.deepcopy(fixture("messages/text"))
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.update(type="location", location={"latitude": "meet me at +33612345678", "longitude": 2.35})
+    [problem] = parse_notification(body).problems
+    assert problem.reason == "location latitude is not a number"
+
+
 def test_types_and_statuses_meta_adds_later_parse_as_unknown() -> None:
     body = copy.deepcopy(fixture("messages/text"))
     message = body["entry"][0]["changes"][0]["value"]["messages"][0]
