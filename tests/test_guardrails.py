@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,30 @@ def test_pause_alone_pauses_everyone_for_a_while(
     assert deliver(responder, text("/resume", ADMIN)) == 200
     assert deliver(responder, text("hello again", FRIEND)) == 200
     assert len(model.chats()) == 1
+
+
+def test_a_timed_pause_ends_by_itself(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """`/pause <user> 30m` and `/pause 2h` need no /resume: once their end has passed (moved into
+    the past here, as time would), the bot reads and answers again."""
+    assert deliver(responder, text(f"/pause {FRIEND} 30m", ADMIN)) == 200
+    assert bodies(graph)[-1].startswith(f"Paused {FRIEND} until ")
+    assert deliver(responder, text("are you there?", FRIEND)) == 200
+    assert model.chats() == [] and len(graph.sent()) == 1
+    pause = db.document("controls/pause")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    assert isinstance(pause.get().get("users")[doc_id(FRIEND)], datetime)  # the end the bot wrote
+    pause.set({"users": {doc_id(FRIEND): past}}, merge=True)
+    assert deliver(responder, text("hello?", FRIEND)) == 200
+    assert len(model.chats()) == 1 and bodies(graph)[-1].startswith("echo: ")
+
+    assert deliver(responder, text("/pause 2h", ADMIN)) == 200
+    assert deliver(responder, text("still there?", FRIEND)) == 200
+    assert len(model.chats()) == 1
+    pause.set({"all": past}, merge=True)
+    assert deliver(responder, text("and now?", FRIEND)) == 200
+    assert len(model.chats()) == 2
 
 
 def test_pause_from_anyone_else_is_text_for_the_model(
