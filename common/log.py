@@ -44,7 +44,8 @@ def mask(user: str | None) -> str:
 
 
 def _scrub(value: Any) -> Any:
-    """Replace every `wamid.` token in strings (also inside lists and dicts) by its digest."""
+    """In strings (also inside lists and dicts): every `wamid.` token by its digest, every run of 8
+    or more digits by its last 4."""
     if isinstance(value, str):
         if "wamid." in value:
             value = _WAMID.sub(lambda m: digest(m.group()), value)

@@ -1,10 +1,10 @@
 """Pub/Sub entry point `transcribe`: a voice note from the audio topic becomes text on the text topic.
 
-Returning acks the message; raising answers 500, so Pub/Sub redelivers — done only for what a
-retry can fix (Graph or speech service timeouts, 429, 5xx; an unconfirmed publish), as a bare 500
-(an HTTPException: Flask logs no traceback, whose chained causes hold URLs and Meta's words). A redelivered
-note may publish its transcript twice: the responder claims each message id once in Firestore,
-so the duplicate is dropped there.
+Returning acks the message; a 500 makes Pub/Sub redeliver — done only for what a retry can fix
+(Graph or speech service timeouts, 429, 5xx; an unconfirmed publish). It is a bare 500 (an
+HTTPException, which Flask logs no traceback for: a traceback's chained causes hold URLs and
+Meta's words). A redelivered note may publish its transcript twice: the responder claims each
+message id once in Firestore, so the duplicate is dropped there.
 """
 
 from __future__ import annotations
