@@ -28,7 +28,7 @@ message (README, "Moving from an older deploy.sh").
   --only NAME      deploy (or destroy) one function and what it needs
   --destroy        delete what this script created (asks first; Firestore data is kept)
   --yes, -y        do not ask before --destroy
-  --stage-only DIR stage each function's source (its folder + common/) into DIR/NAME; no gcloud
+  --stage-only DIR stage each function's source (its folder + the common/ it imports) into DIR/NAME; no gcloud
   --help, -h       this text
 EOF
 }
@@ -357,15 +357,26 @@ allow_push() {
     --member="serviceAccount:$(invoker_account "$1")" --format=none
 }
 
-# stage NAME DIR: the function's folder plus common/, which is all that gcloud uploads. Lock
-# inputs (requirements*.in) and other variants stay home; the transcriber's google/sphinx backends
-# need the speech lock, staged as the requirements.txt the builder installs.
+# The packages of common/ each function imports (tests/test_deploy_staging.py checks this list
+# against the imports main.py reaches); common/*.py (config, log, startup) go to every function.
+common_packages() {
+  case $1 in
+    webhook) echo "meta bus guard webhook" ;;
+    transcriber) echo "meta bus store ai guard transcriber" ;;
+    responder) echo "meta bus store ai guard responder" ;;
+  esac
+}
+
+# stage NAME DIR: the function's folder plus the common/ it imports, which is all that gcloud
+# uploads. Lock inputs (requirements*.in) and other variants stay home; the transcriber's
+# google/sphinx backends need the speech lock, staged as the requirements.txt the builder installs.
 stage() {
-  local name=$1 dest="$2/$1" backend speech
+  local name=$1 dest="$2/$1" backend speech package
   [ -f "$ROOT/functions/$name/main.py" ] || die "functions/$name/main.py is missing"
-  rm -rf "$dest" && mkdir -p "$dest"
+  rm -rf "$dest" && mkdir -p "$dest/common"
   cp -R "$ROOT/functions/$name/." "$dest/"
-  cp -R "$ROOT/common" "$dest/common"
+  cp "$ROOT"/common/*.py "$dest/common/"
+  for package in $(common_packages "$name"); do cp -R "$ROOT/common/$package" "$dest/common/$package"; done
   find "$dest" -name __pycache__ -type d -prune -exec rm -rf {} +
   rm -f "$dest"/requirements*.in "$dest"/requirements-*.txt
   if [ "$name" = transcriber ]; then
@@ -559,7 +570,7 @@ finish_migration() {
 }
 
 # Dead letters (from either subscription) are also pushed to the responder, which sends the user
-# the stored reply or an apology, once (common/responder.py, give_up). The push carries an OIDC
+# the stored reply or an apology, once (common/responder/responder.py, give_up). The push carries an OIDC
 # token of the responder's push identity, as its own subscription does. No dead-letter policy or
 # ordering here, so nothing loops: a failed push is retried with backoff while the message is
 # retained (7 days). Never expires: dead letters may not come for months.

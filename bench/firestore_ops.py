@@ -7,8 +7,8 @@ import time
 import uuid
 from typing import Any
 
-from common.envelope import Envelope
-from common.firestore_rest import Firestore
+from common.bus.envelope import Envelope
+from common.store.firestore_rest import Firestore
 from local import emulators as emu
 
 
@@ -53,7 +53,7 @@ class Counter:
 
 def per_turn(emulators: emu.Emulators, env: dict[str, str], turns: int = 5) -> dict[str, Any]:
     os.environ.update(env)
-    from common.responder import Responder
+    from common.responder.responder import Responder
 
     responder = Responder()
     counter = Counter(responder.claims.db)  # the one client claims, history and guardrails share

@@ -24,8 +24,8 @@ from typing import Any
 import requests
 
 from bench.load import percentile
-from common.envelope import Envelope
-from common.events import event_for
+from common.bus.envelope import Envelope
+from common.bus.events import event_for
 from local.emulators import free_port
 from local.functions import serve
 from local.topics import wire_push

@@ -17,8 +17,8 @@ NOTES = ("en_weather.ogg", "en_reminder.ogg")
 
 def measure(env: dict[str, str], graph: FakeGraph, model: FakeOpenAI) -> dict[str, Any]:
     os.environ.update({**env, "TRANSCRIBE_BACKEND": "sphinx"})
-    from common.envelope import Envelope, MediaRef
-    from common.transcription.transcriber import Transcriber
+    from common.bus.envelope import Envelope, MediaRef
+    from common.transcriber.handler import Transcriber
 
     sphinx = Transcriber.from_env()
     work = audio_seconds = 0.0

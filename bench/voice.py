@@ -24,8 +24,8 @@ RUNS = 5
 
 
 def measure(graph: FakeGraph) -> dict[str, Any]:
-    from common.graph import GraphClient
-    from common.speech import Speech
+    from common.ai.speech import Speech
+    from common.meta.graph import GraphClient
     from local.offline_model import Handler
 
     assert len(TEXT) == 200, len(TEXT)

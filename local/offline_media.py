@@ -10,8 +10,8 @@ import base64
 import binascii
 from typing import Any
 
-from common import filefacts, media
-from common.inputs import human
+from common.meta import filefacts, media
+from common.responder.inputs import human
 
 NAMES = {media.JPEG: "JPEG", media.PNG: "PNG", media.WEBP: "WebP", media.GIF: "GIF", media.PDF: "PDF"}
 

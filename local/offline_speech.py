@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from common import oggopus
+from common.ai import oggopus
 
 ESPEAK_TIMEOUT = 60.0  # seconds; a few thousand characters take about one
 WORDS_PER_MINUTE = "165"

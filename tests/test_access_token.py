@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from requests.adapters import HTTPAdapter
 
-from common.access_token import REFRESH_MARGIN, AccessToken, TokenUnavailable
-from common.firestore_rest import Firestore, FirestoreError, TokenRefused
+from common.store.access_token import REFRESH_MARGIN, AccessToken, TokenUnavailable
+from common.store.firestore_rest import Firestore, FirestoreError, TokenRefused
 from local.emulators import free_port
 from tests.support.fakes import Answer, FakeMetadata, FakeServer, Recorded
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.chunks import LIMIT, split_text, units
+from common.meta.chunks import LIMIT, split_text, units
 
 
 def test_short_text_is_one_part() -> None:

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from common.chunks import split_text
-from common.claims import doc_id
-from common.envelope import Envelope
-from common.events import DEAD_LETTER_ATTRIBUTE
-from common.texts import DEFAULTS
+from common.bus.envelope import Envelope
+from common.bus.events import DEAD_LETTER_ATTRIBUTE
+from common.meta.chunks import split_text
+from common.responder.texts import DEFAULTS
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import stand_in_env

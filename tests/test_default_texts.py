@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from common.envelope import Envelope, MediaRef
+from common.bus.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, stand_in_env

@@ -33,6 +33,8 @@ from tests.support.deploy_cloud import (
     REPO,
 )
 
+COMMON = REPO / "common"
+
 
 # ------------------------------------------------------------------------------ staged sources
 @pytest.fixture(scope="module")
@@ -48,12 +50,17 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
-def test_staged_source_holds_the_function_and_all_of_common(staged: Path, name: str) -> None:
+def test_staged_source_holds_the_function_and_the_packages_it_imports(staged: Path, name: str) -> None:
     folder = staged / name
     assert (folder / "main.py").read_bytes() == (REPO / "functions" / name / "main.py").read_bytes()
     assert (folder / "requirements.txt").is_file()
-    wanted = {p.relative_to(REPO).as_posix() for p in (REPO / "common").rglob("*.py")}
-    assert wanted <= {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
+    reached = {p.relative_to(REPO).parts[1] for p in walk(REPO / "functions" / name)[0] if p.is_relative_to(COMMON)}
+    staged_packages = {p.name for p in (folder / "common").iterdir() if p.is_dir()}
+    assert staged_packages == {part for part in reached if (COMMON / part).is_dir()}
+    for package in staged_packages:  # whole packages, as they are in the repo
+        wanted = {p.relative_to(REPO).as_posix() for p in (COMMON / package).rglob("*.py")}
+        assert wanted <= {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")}
+    assert {p.name for p in (folder / "common").glob("*.py")} == {p.name for p in COMMON.glob("*.py")}
     assert not list(folder.rglob("__pycache__"))
 
 
@@ -84,26 +91,34 @@ def requirement_closure(requirements: Path) -> set[str]:
     return closure
 
 
-def reachable_imports(folder: Path) -> set[str]:
-    """External modules imported by main.py and by the staged modules it reaches, lazily or not."""
+def walk(folder: Path) -> tuple[set[Path], set[str]]:
+    """From folder/main.py: the files of ours it reaches (lazily or not), and the outside modules.
+
+    A file of the repo's `common/` counts as the folder's own when the folder is a function's
+    source in the repo (before staging), so the walk also says which packages staging needs.
+    """
 
     def local_file(module: str) -> Path | None:
-        base = folder.joinpath(*module.split("."))
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if candidate.is_file():
-                return candidate
+        for root in (folder, REPO):
+            base = root.joinpath(*module.split("."))
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.is_file() and (root == folder or module.split(".")[0] == "common"):
+                    return candidate
+            if root == folder and (folder / "common").is_dir():
+                return None  # a staged folder: its own copy of common/ only
         return None
 
     external: set[str] = set()
     todo, seen = [folder / "main.py"], set()
     while todo:
         path = todo.pop()
-        if path in seen:
+        if path in seen or not path.is_file():
             continue
         seen.add(path)
-        package = path.relative_to(folder).parent.parts
+        root = folder if path.is_relative_to(folder) else REPO
+        package = path.relative_to(root).parent.parts
         for parent in range(1, len(package) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
-            todo.append(folder.joinpath(*package[:parent], "__init__.py"))
+            todo.append(root.joinpath(*package[:parent], "__init__.py"))
         for node in ast.walk(ast.parse(path.read_text())):
             candidates: list[str] = []
             if isinstance(node, ast.Import):
@@ -120,7 +135,12 @@ def reachable_imports(folder: Path) -> set[str]:
                     todo.append(found)
                 elif not local_file(module.split(".")[0]) and module.split(".")[0] != "__future__":
                     external.add(module)
-    return {m for m in external if m.split(".")[0] not in sys.stdlib_module_names}
+    return seen, {m for m in external if m.split(".")[0] not in sys.stdlib_module_names}
+
+
+def reachable_imports(folder: Path) -> set[str]:
+    """External modules imported by main.py and by the staged modules it reaches, lazily or not."""
+    return walk(folder)[1]
 
 
 def module_origin(module: str) -> str | None:

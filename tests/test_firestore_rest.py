@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from common.firestore_rest import (
+from common.store.firestore_rest import (
     Conflict,
     Firestore,
     FirestoreError,
     NotFound,
     PreconditionFailed,
 )
-from common.firestore_values import DELETE_FIELD, ArrayUnion, Increment
+from common.store.firestore_values import DELETE_FIELD, ArrayUnion, Increment
 from local import emulators as emu
 from tests.conftest import PROJECT
 from tests.support.fakes import FakeGraph

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from common.envelope import Envelope, MediaRef
-from common.graph import classify
-from common.texts import DEFAULTS
+from common.bus.envelope import Envelope, MediaRef
+from common.meta.graph import classify
+from common.responder.texts import DEFAULTS
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import PROJECT, TOPIC_TEXT, stand_in_env

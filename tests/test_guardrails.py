@@ -17,9 +17,9 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from common.claims import doc_id
-from common.envelope import Envelope, MediaRef
-from common.policy import TEXT_DEFAULTS
+from common.bus.envelope import Envelope, MediaRef
+from common.guard.policy import TEXT_DEFAULTS
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env, stand_in_env
@@ -402,7 +402,7 @@ def test_the_day_ends_at_midnight_in_limits_timezone() -> None:
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
-    from common.policy import Policy
+    from common.guard.policy import Policy
 
     policy = replace(Policy.from_env(), timezone=ZoneInfo("America/Los_Angeles"))
     late_evening = datetime(2026, 11, 27, 7, 30, tzinfo=UTC)  # 23:30 on the 26th in Los Angeles

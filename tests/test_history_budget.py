@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.history import Budget
+from common.store.history import Budget
 
 
 def turns(n: int, size: int = 10) -> list[dict[str, str]]:

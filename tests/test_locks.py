@@ -24,9 +24,9 @@ FUNCTION_LOCKS = {lock.output: lock for lock in locking.FUNCTIONS}
 # The code of the google and sphinx backends: never run with TRANSCRIBE_BACKEND=openai.
 SPEECH_BACKENDS = frozenset(
     {
-        "common.transcription.backends:_SpeechRecognitionBackend",
-        "common.transcription.backends:GoogleBackend",
-        "common.transcription.backends:SphinxBackend",
+        "common.ai.transcription.backends:_SpeechRecognitionBackend",
+        "common.ai.transcription.backends:GoogleBackend",
+        "common.ai.transcription.backends:SphinxBackend",
     }
 )
 # lock file -> (function whose main.py is the root, code that this deployment never runs)

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import requests
 
-from common.claims import doc_id
-from common.envelope import Envelope
-from common.events import DEAD_LETTER_ATTRIBUTE
+from common.bus.envelope import Envelope
+from common.bus.events import DEAD_LETTER_ATTRIBUTE
 from common.log import digest
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push

@@ -1,4 +1,4 @@
-"""Our OpenAI client (common/openai_api.py) on the loopback stand-in: where the key may go, what
+"""Our OpenAI client (common/ai/openai_api.py) on the loopback stand-in: where the key may go, what
 goes over the wire, how error bodies and failures come out, and the retries it makes itself.
 
 The chat, vision, speech and transcription paths through it are tested end to end with the
@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from common.openai_api import OpenAIClient, StatusError, Unreachable, base_url
+from common.ai.openai_api import OpenAIClient, StatusError, Unreachable, base_url
 from local.functions import FunctionError, serve
 from tests.support.fakes import Answer, FakeOpenAI, FakeServer, Recorded
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from common.envelope import Envelope
-from common.payload import (
+from common.bus.envelope import Envelope
+from common.meta.payload import (
     MessageType,
     NotWhatsApp,
     StatusType,

@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from common.envelope import Envelope
-from common.publisher import MAX_MESSAGES, by_request
+from common.bus.envelope import Envelope
+from common.bus.publisher import MAX_MESSAGES, by_request
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env

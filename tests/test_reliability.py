@@ -16,10 +16,10 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from common.claims import doc_id
-from common.envelope import Envelope
-from common.events import DEAD_LETTER_ATTRIBUTE
-from common.texts import DEFAULTS
+from common.bus.envelope import Envelope
+from common.bus.events import DEAD_LETTER_ATTRIBUTE
+from common.responder.texts import DEFAULTS
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push

@@ -15,12 +15,12 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from common.chunks import split_text, units
-from common.claims import doc_id
-from common.envelope import Envelope, MediaRef
-from common.events import DEAD_LETTER_ATTRIBUTE, event_for
+from common.bus.envelope import Envelope, MediaRef
+from common.bus.events import DEAD_LETTER_ATTRIBUTE, event_for
 from common.log import digest
-from common.texts import DEFAULTS
+from common.meta.chunks import split_text, units
+from common.responder.texts import DEFAULTS
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import OPENAI_KEY, stand_in_env

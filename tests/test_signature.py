@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from common.signature import Verdict, sign, verify
+from common.meta.signature import Verdict, sign, verify
 
 BODY = b'{"object":"whatsapp_business_account","entry":[]}'
 

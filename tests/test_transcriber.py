@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from common.envelope import Envelope, MediaRef
+from common.bus.envelope import Envelope, MediaRef
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import TOPIC_TEXT, stand_in_env

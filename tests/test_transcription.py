@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from common.graph import DownloadRefused, GraphClient, GraphError, download_allowed
-from common.transcription import Failed, Unavailable, audio, backends, decode
+from common.ai.transcription import Failed, Unavailable, audio, backends, decode
+from common.meta.graph import DownloadRefused, GraphClient, GraphError, download_allowed
 from tests.support.fakes import FakeGoogleSpeech
 
 AUDIO = Path(__file__).resolve().parent / "audio"

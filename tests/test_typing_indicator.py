@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from common.typing_indicator import Typing
+from common.responder.typing_indicator import Typing
 from tests.support.wait import wait_for
 
 

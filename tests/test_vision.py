@@ -20,9 +20,9 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from common.claims import doc_id
-from common.envelope import Card, Envelope, MediaRef, Place
-from common.texts import DEFAULTS
+from common.bus.envelope import Card, Envelope, MediaRef, Place
+from common.responder.texts import DEFAULTS
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.simulator.server import create_app

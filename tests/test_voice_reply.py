@@ -12,8 +12,8 @@ import imageio_ffmpeg
 import pytest
 from google.cloud import firestore
 
-from common.claims import doc_id
-from common.envelope import Envelope, MediaRef
+from common.bus.envelope import Envelope, MediaRef
+from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import stand_in_env

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from common.envelope import Envelope
-from common.signature import sign
+from common.bus.envelope import Envelope
+from common.meta.signature import sign
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, VERIFY_TOKEN, function_env

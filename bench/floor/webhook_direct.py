@@ -1,5 +1,5 @@
 """The floor webhook with our publish call: one blocking Publish RPC per message on the channel of
-Google's generated client, as common/publisher.py makes it, instead of the batching client's
+Google's generated client, as common/bus/publisher.py makes it, instead of the batching client's
 thread, timer and future. The least the webhook's work can cost; a yardstick, never deployed."""
 
 import os

@@ -12,7 +12,7 @@ import os
 import functions_framework
 import requests
 
-from common.signature import Verdict, verify
+from common.meta.signature import Verdict, verify
 
 _session = requests.Session()
 

@@ -1,4 +1,4 @@
-"""Pub/Sub entry point `respond`: one reply per message, exactly once (see common/responder.py).
+"""Pub/Sub entry point `respond`: one reply per message, exactly once (see common/responder/responder.py).
 
 A nack is a bare 500 (an HTTPException, which Flask answers without logging a traceback): a
 traceback holds the texts of every chained cause, URLs with document paths and Meta's own words.
@@ -12,10 +12,11 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import InternalServerError
 
-from common import log, startup, voice_reply  # startup before the SDKs: pauses the collector
-from common.events import BadEvent, envelope_from_event, is_dead_lettered
-from common.openai_api import base_url
-from common.responder import Responder, RetryLater, timing
+from common import log, startup  # startup before the SDKs: pauses the collector
+from common.ai.openai_api import base_url
+from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered
+from common.responder import voice_reply
+from common.responder.responder import Responder, RetryLater, timing
 
 timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
 voice_reply.settings()  # and a voice setting it could not act on

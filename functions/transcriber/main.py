@@ -16,10 +16,11 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import InternalServerError
 
 from common import config, log
-from common.events import BadEvent, envelope_from_event
-from common.graph import GraphError
-from common.publisher import Publisher, PublishError
-from common.transcription import Transcriber, Unavailable, backends
+from common.ai.transcription import Unavailable, backends
+from common.bus.events import BadEvent, envelope_from_event
+from common.bus.publisher import Publisher, PublishError
+from common.meta.graph import GraphError
+from common.transcriber.handler import Transcriber
 
 backends.settings()  # refuse a backend setting when the instance starts, not at the first note
 _transcriber: Transcriber | None = None  # one Graph client and speech backend per instance

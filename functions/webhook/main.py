@@ -8,9 +8,9 @@ import functions_framework
 from flask import Request
 
 from common import config, log, startup  # startup first: pauses the collector
-from common.envelope import Envelope
-from common.publisher import Publisher
-from common.webhook import Response, handshake, receive, reply
+from common.bus.envelope import Envelope
+from common.bus.publisher import Publisher
+from common.webhook.handler import Response, handshake, receive, reply
 
 _publisher: Publisher | None = None  # one Pub/Sub client per instance, created on first POST
 _lock = threading.Lock()  # the first POSTs arrive together: build the client only once

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import mimetypes
 
-from common import media
+from common.meta import media
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # WhatsApp's limits
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # 100 MB on WhatsApp; the simulator keeps uploads in memory

@@ -1,7 +1,7 @@
 """The simulator playing the Graph API for the functions: send, mark read + typing, media.
 
 Same paths, bearer checks, response bodies and Graph-style error bodies as graph.facebook.com,
-so `common/graph.py` runs unchanged against it (WHATSAPP_API_BASE=http://…/graph).
+so `common/meta/graph.py` runs unchanged against it (WHATSAPP_API_BASE=http://…/graph).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from common import log
-from common.signature import sign
+from common.meta.signature import sign
 from local.simulator.state import (
     DISPLAY_PHONE_NUMBER,
     PHONE_NUMBER_ID,

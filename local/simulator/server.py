@@ -24,7 +24,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from common import config, log, policy
+from common import config, log
+from common.guard import policy
 from local.simulator import attachments, audio, graph_api, guard
 from local.simulator.meta import Meta, message_payload
 from local.simulator.state import ChatMessage, Store, User, wamid

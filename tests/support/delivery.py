@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import requests
 
-from common.envelope import Envelope
-from common.events import event_for
+from common.bus.envelope import Envelope
+from common.bus.events import event_for
 from local.functions import FunctionProcess
 
 

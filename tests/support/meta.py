@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common.signature import sign
+from common.meta.signature import sign
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhook"
 

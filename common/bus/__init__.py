@@ -1,0 +1,1 @@
+"""The message bus: the envelope that travels through Pub/Sub, its CloudEvent, publishing it."""

@@ -1,0 +1,53 @@
+"""Decode the CloudEvent a Pub/Sub-triggered function receives into our envelope.
+
+On Google Cloud and locally alike, our own push subscription POSTs the raw push body, which
+functions-framework converts into a CloudEvent whose `data.message.data` is the base64 envelope.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from common.bus.envelope import Envelope
+
+# Pub/Sub adds these attributes when it forwards a message to a dead-letter topic.
+DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
+
+
+class BadEvent(ValueError):
+    """Not a Pub/Sub message holding an envelope: retrying cannot help, so it is acked."""
+
+
+def envelope_from_event(data: Any) -> Envelope:
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("data"), str):
+        raise BadEvent("event has no message.data")
+    try:
+        raw = base64.b64decode(message["data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadEvent("message.data is not base64") from exc
+    try:
+        return Envelope.from_bytes(raw)
+    except ValueError as exc:
+        raise BadEvent(str(exc)) from exc
+
+
+def is_dead_lettered(data: Any) -> bool:
+    """True for a delivery from the dead-letter topic: every retry has been spent."""
+    message = data.get("message") if isinstance(data, dict) else None
+    attributes = message.get("attributes") if isinstance(message, dict) else None
+    return isinstance(attributes, dict) and DEAD_LETTER_ATTRIBUTE in attributes
+
+
+def event_for(envelope: Envelope, subscription: str = "projects/p/subscriptions/s") -> dict[str, Any]:
+    """The raw Pub/Sub push body for an envelope (what Pub/Sub POSTs to a push endpoint)."""
+    return {
+        "message": {
+            "data": base64.b64encode(envelope.to_bytes()).decode(),
+            "attributes": envelope.attributes,
+            "messageId": envelope.message_id[-16:],
+        },
+        "subscription": subscription,
+    }

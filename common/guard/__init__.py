@@ -1,0 +1,1 @@
+"""The guardrails' rules: who may write, stale messages, echoes, the daily voice quota."""

@@ -1,0 +1,1 @@
+"""Firestore: exactly-once claims, the per-user conversation, daily counters and pauses."""

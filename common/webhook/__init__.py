@@ -1,0 +1,1 @@
+"""The webhook function's work: Meta's handshake, signed POSTs parsed and published."""

@@ -1,0 +1,120 @@
+"""What the webhook function does with a request: Meta's handshake, and signed POSTs to Pub/Sub.
+
+Framework-free: takes plain values, returns (body, status, headers), which Flask accepts as is.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+
+from common import config, log
+from common.bus.envelope import Envelope
+from common.bus.publisher import PublishError
+from common.guard.admission import admit, admit_echo
+from common.guard.echoes import parse_echoes
+from common.guard.policy import Policy
+from common.meta.payload import MessageType, Notification, NotWhatsApp, parse_notification
+from common.meta.signature import Verdict, verify
+
+Response = tuple[str, int, dict[str, str]]
+PublishAll = Callable[[list[tuple[str, Envelope]]], int]
+
+# Where each message type goes; a type not listed here (text, image, location, ... and types
+# Meta adds later) goes to the text topic, where the responder decides what to say.
+NOT_ANSWERED = frozenset({MessageType.REACTION, MessageType.SYSTEM})
+AUDIO_TYPES = frozenset({MessageType.AUDIO})
+
+
+def reply(code: int, /, **body: object) -> Response:
+    """A JSON answer: {"status": "ok"|"error", "reason": …}."""
+    return json.dumps(body), code, {"Content-Type": "application/json"}
+
+
+def handshake(params: Mapping[str, str], verify_token: str | None) -> Response:
+    """GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=… → the challenge, as text."""
+    mode, token = params.get("hub.mode"), params.get("hub.verify_token")
+    challenge = params.get("hub.challenge")
+    if not (mode and token and challenge):
+        log.warning("handshake: missing parameters")
+        return reply(400, status="error", reason="missing hub.mode, hub.verify_token or hub.challenge")
+    if mode != "subscribe" or not verify_token or token != verify_token:
+        log.warning("handshake: verification failed", token_configured=bool(verify_token))
+        return reply(403, status="error", reason="verification failed")
+    log.info("handshake: webhook verified")
+    return challenge, 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all: PublishAll) -> Response:
+    """Check, parse and publish one POST; 200 only once every envelope is confirmed."""
+    verdict = verify(raw_body, signature, app_secret)
+    if verdict is Verdict.MISSING:
+        log.warning("POST refused: no X-Hub-Signature-256 header")
+        return reply(401, status="error", reason="missing X-Hub-Signature-256")
+    if verdict is Verdict.MISMATCH:
+        log.warning("POST refused: signature mismatch")
+        return reply(403, status="error", reason="invalid signature")
+    try:
+        body = json.loads(raw_body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        log.warning("POST refused: body is not JSON", bytes=len(raw_body))
+        return reply(400, status="error", reason="body is not valid JSON")
+    try:
+        notification = parse_notification(body)
+    except NotWhatsApp as exc:
+        log.warning("POST refused: not a WhatsApp notification")
+        return reply(400, status="error", reason=str(exc))
+
+    log_unanswered(notification)
+    policy = _policy()  # guardrails: stale messages and strangers (common/guard/admission.py)
+    routed = [item for m in notification.messages if (item := admit(m, topic_for(m.type), policy))]
+    routed += [item for echo in parse_echoes(body) if (item := admit_echo(echo, policy))]
+    try:
+        published = publish_all(routed) if routed else 0
+    except PublishError as exc:
+        log.error("POST not accepted: publishing failed, Meta will retry", reason=str(exc))
+        return reply(503, status="error", reason="could not queue messages, retry later")
+    for _, envelope in routed:
+        log.info(
+            "message queued", message_id=envelope.message_id, type=envelope.type, user=log.mask(envelope.user)
+        )
+    return reply(200, status="ok", published=published)
+
+
+@functools.cache
+def _policy() -> Policy:
+    """Read once per instance (about 80 µs), like every setting."""
+    return Policy.from_env()
+
+
+def topic_for(message_type: MessageType) -> str | None:
+    if message_type in NOT_ANSWERED:
+        return None
+    return config.get("TOPIC_AUDIO" if message_type in AUDIO_TYPES else "TOPIC_TEXT")
+
+
+def log_unanswered(notification: Notification) -> None:
+    """Statuses, reactions, system messages, errors and malformed items: logged, never answered."""
+    for problem in notification.problems:
+        log.warning("skipped malformed item", where=problem.where, reason=problem.reason)
+    for message in notification.messages:
+        if message.type in NOT_ANSWERED:
+            log.info(
+                "not answered", message_id=message.id, type=message.raw_type, user=log.mask(message.user)
+            )
+    for status in notification.statuses:
+        log.info(
+            "status",
+            message_id=status.message_id,
+            status=status.raw_status,
+            recipient=log.mask(status.recipient),
+            error_codes=[e.code for e in status.errors] or None,
+        )
+    for change_error in notification.errors:
+        log.error(
+            "WhatsApp reported errors",
+            phone_number_id=change_error.phone_number_id,
+            error_codes=[e.code for e in change_error.errors],
+            titles=[e.title for e in change_error.errors],
+        )
