@@ -54,7 +54,9 @@ def test_staged_source_holds_the_function_and_the_packages_it_imports(staged: Pa
     folder = staged / name
     assert (folder / "main.py").read_bytes() == (REPO / "functions" / name / "main.py").read_bytes()
     assert (folder / "requirements.txt").is_file()
-    reached = {p.relative_to(REPO).parts[1] for p in walk(REPO / "functions" / name)[0] if p.is_relative_to(COMMON)}
+    reached = {
+        p.relative_to(REPO).parts[1] for p in walk(REPO / "functions" / name)[0] if p.is_relative_to(COMMON)
+    }
     staged_packages = {p.name for p in (folder / "common").iterdir() if p.is_dir()}
     assert staged_packages == {part for part in reached if (COMMON / part).is_dir()}
     for package in staged_packages:  # whole packages, as they are in the repo

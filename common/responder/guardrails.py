@@ -14,10 +14,9 @@ from typing import Any
 
 from common import config, log
 from common.bus.envelope import ECHO, NOT_ALLOWED, Envelope
-from common.responder import admin
 from common.guard.policy import Policy, ids_of
 from common.guard.voice_quota import OVER_AUDIO_LIMIT  # Envelope.refused: no download
-from common.responder import texts
+from common.responder import admin, texts
 from common.store.counters import Budget, Notices, Pauses, Usage
 from common.store.firestore_rest import Firestore
 from common.store.history import Conversation, History, Turn
