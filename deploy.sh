@@ -20,9 +20,9 @@ Usage: ./deploy.sh [--dry-run] [--only webhook|transcriber|responder] [--destroy
 
 Deploys the WhatsBot pipeline to the Google Cloud project $GOOGLE_CLOUD_PROJECT.
 Settings come from the environment, then from .env (the environment wins; DEPLOY_ENV_FILE
-names another file). See README.md, section "Deploy", for every variable. A project deployed
-with Eventarc triggers by an older deploy.sh is moved to push subscriptions without losing a
-message (README, "Moving from an older deploy.sh").
+names another file). See docs/deploy.md and docs/configuration.md for every variable. A project
+deployed with Eventarc triggers by an older deploy.sh is moved to push subscriptions without
+losing a message (docs/deploy.md, "Moving from an older deploy.sh").
 
   --dry-run        print every gcloud command it would run; run none (reads are shown as "?")
   --only NAME      deploy (or destroy) one function and what it needs
@@ -117,7 +117,7 @@ secret_name() {
   esac
 }
 
-# Plain settings each function receives when they are set (README, configuration). Secrets are
+# Plain settings each function receives when they are set (docs/configuration.md). Secrets are
 # never among them; EXTRA_ENV_VARS="A B" passes more names to every function.
 env_vars() {
   case $1 in
@@ -604,7 +604,7 @@ In the Meta app (developers.facebook.com > your app > WhatsApp > Configuration >
      gcloud functions logs read --region=$REGION --project=$PROJECT --limit=50
 Messages that failed $MAX_DELIVERY_ATTEMPTS times wait in $DLQ_SUBSCRIPTION:
      gcloud pubsub subscriptions pull $DLQ_SUBSCRIPTION --project=$PROJECT --limit=10
-Set up the alert on WhatsApp token errors (README, "Watch it run"): log filter
+Set up the alert on WhatsApp token errors (docs/logs.md, "Alerts"): log filter
      severity=ERROR AND jsonPayload.alert="graph_auth"
 EOF
   case " $SELECTED " in

@@ -1,4 +1,4 @@
-"""Settings from the environment: names and defaults in one place (see README, configuration)."""
+"""Settings from the environment: names and defaults in one place (see docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_a_crash_right_after_the_graph_api_accepted_the_reply_resends_it_at_most
     graph: FakeGraph,
     model: FakeOpenAI,
 ) -> None:
-    """The window the README names: accepted by Meta, not yet recorded in the claim."""
+    """The window docs/architecture.md names: accepted by Meta, not yet recorded in the claim."""
     graph.on(FakeGraph.is_text_send, killer(doomed), after_answer=True)
     item = envelope()
     first = deliver(doomed, item)

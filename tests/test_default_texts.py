@@ -1,7 +1,7 @@
-"""The texts the README documents as defaults are what the running responder says and asks.
+"""The texts the docs give as defaults are what the running responder says and asks.
 
-The expected values are read from the README's "Default texts" table, not from the code, so a
-default changed in one place and not the other fails here.
+The expected values are read from the "Default texts" table of docs/configuration.md, not from
+the code, so a default changed in one place and not the other fails here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.support import files
 from tests.support.delivery import deliver as push
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 TEXTS = ("SYSTEM_PROMPT", "VOICE_PROMPT", "HELP_TEXT", "RESET_TEXT", "UNSUPPORTED_TEXT", "VOICE_FAILED_TEXT")
 TEXTS += ("MODEL_ERROR_TEXT", "NOT_ALLOWED_TEXT", "LIMIT_TEXT", "BUSY_TEXT", "SHORTENED_TEXT")
 TEXTS += ("IMAGE_PROMPT", "DOCUMENT_PROMPT", "MEDIA_FAILED_TEXT", "MEDIA_TOO_LARGE_TEXT")
@@ -31,8 +31,8 @@ USER = "15550104455"
 
 
 def documented() -> dict[str, str]:
-    """The README's "Default texts" table: variable -> text (its `\\n` as new lines)."""
-    section = README.read_text().split("### Default texts", 1)[1].split("\n## ", 1)[0]
+    """The "Default texts" table: variable -> text (its `\\n` as new lines)."""
+    section = DOCS.read_text().split("\n## Default texts\n", 1)[1].split("\n#", 1)[0]
     rows = re.findall(r"^\| `([A-Z_]+)` \| `(.*)` \|$", section, re.MULTILINE)
     return {name: text.replace("\\n", "\n") for name, text in rows}
 

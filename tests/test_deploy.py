@@ -2,7 +2,7 @@
 changes, the options, the settings, and that no secret value ever reaches a command line.
 
 Also: tests/test_deploy_subscriptions.py (push subscriptions, Eventarc migration, two bots, lease),
-test_deploy_staging.py (the uploaded sources), test_deploy_readme.py (the README's values) and
+test_deploy_staging.py (the uploaded sources), test_deploy_readme.py (the values in docs/) and
 test_deploy_gcloud.py (every command through the real gcloud's parser).
 """
 

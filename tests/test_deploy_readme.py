@@ -1,5 +1,5 @@
-"""The README's deploy promises, read from the README itself: the documented sizes and defaults,
-and each setting reaching exactly the functions the configuration table says read it.
+"""The deploy promises of the docs, read from the docs themselves: the sizes and defaults in
+docs/deploy.md, and each setting reaching exactly the functions docs/configuration.md says read it.
 """
 
 from __future__ import annotations
@@ -27,17 +27,21 @@ def first_deploy(tmp_path_factory: pytest.TempPathFactory) -> tuple[FakeCloud, R
     return cloud, run
 
 
-# ------------------------------------------------------------------------------ the README's promises
-def readme_table(heading: str) -> list[list[str]]:
-    """The rows (cells) of the first table under a README heading, header and rule left out."""
-    readme = (REPO / "README.md").read_text()
-    section = re.split(rf"\n#+ {re.escape(heading)}\n", readme, maxsplit=1)[1]
+# -------------------------------------------------------------------------------- the docs' promises
+def docs_table(page: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first table under a heading of a docs page, header and rule left out."""
+    text = "\n" + (REPO / "docs" / page).read_text()
+    section = re.split(rf"\n#+ {re.escape(heading)}\n", text, maxsplit=1)[1]
     rows = []
     for line in section.split("\n#", 1)[0].splitlines():
         if line.startswith("|") and not line.startswith("|---"):
             rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
-    assert rows, f"no table under {heading!r} in README.md"
+    assert rows, f"no table under {heading!r} in docs/{page}"
     return rows[1:]
+
+
+def deploy_settings() -> list[list[str]]:
+    return docs_table("deploy.md", "Deploy settings")
 
 
 def names_in(cell: str) -> list[str]:
@@ -45,11 +49,9 @@ def names_in(cell: str) -> list[str]:
 
 
 def test_sizes_and_defaults_are_the_documented_ones(first_deploy: tuple[FakeCloud, Run]) -> None:
-    """Checked against the numbers written in README's "Deploy settings", not deploy.sh's own."""
+    """Checked against the numbers written in docs/deploy.md's "Deploy settings", not deploy.sh's own."""
     cloud, run = first_deploy
-    rows = {
-        names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in readme_table("Deploy settings")
-    }
+    rows = {names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in deploy_settings()}
     [sizes] = [row for key, row in rows.items() if "_MEMORY" in key]
     keys = re.findall(r"`(?:<FUNCTION>)?_([A-Z_]+)`", sizes[0])
     assert keys == ["MEMORY", "CPU", "TIMEOUT", "CONCURRENCY", "MIN_INSTANCES", "MAX_INSTANCES"]
@@ -73,10 +75,8 @@ def test_sizes_and_defaults_are_the_documented_ones(first_deploy: tuple[FakeClou
 
 
 def test_env_example_shows_the_documented_deploy_defaults() -> None:
-    """.env.example lists the deploy settings commented out with their defaults: the README's."""
-    rows = {
-        names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in readme_table("Deploy settings")
-    }
+    """.env.example lists the deploy settings commented out with their defaults: the docs'."""
+    rows = {names_in(row[0])[0] if names_in(row[0]) else row[0]: row for row in deploy_settings()}
     [sizes] = [row for key, row in rows.items() if "_MEMORY" in key]
     keys = re.findall(r"`(?:<FUNCTION>)?_([A-Z_]+)`", sizes[0])
     shown = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(\S*)", (REPO / ".env.example").read_text(), re.MULTILINE))
@@ -101,13 +101,13 @@ PROBES = {  # values deploy.sh checks; everything else gets a distinctive text
 }
 
 
-def test_each_setting_reaches_exactly_the_functions_the_readme_says_read_it(cloud: FakeCloud) -> None:
+def test_each_setting_reaches_exactly_the_functions_the_docs_say_read_it(cloud: FakeCloud) -> None:
     routes: dict[str, set[str]] = {}
-    for row in readme_table("Configuration"):
+    for row in docs_table("configuration.md", "Configuration"):
         readers = set(re.findall(r"\b(webhook|transcriber|responder|all)\b", row[1]))
         for name in names_in(row[0]):
             routes[name] = set(FUNCTIONS) if "all" in readers else readers
-    assert routes, "no configuration table found in README.md"
+    assert routes, "no configuration table found in docs/configuration.md"
     plain = {name: readers for name, readers in routes.items() if name not in CONFIG_SPECIAL | set(SECRETS)}
     probes = {name: PROBES.get(name, f"probe-{name.lower()}") for name in plain}
     run = cloud.run(**probes)
@@ -120,7 +120,7 @@ def test_each_setting_reaches_exactly_the_functions_the_readme_says_read_it(clou
             if env_file_values(deploys[f"whatsbot-{fn}"].env_vars_file).get(name) == probes[name]
         }
         assert receivers == readers, (
-            f"{name}: README says {sorted(readers)}, deploy.sh sends it to {sorted(receivers)}"
+            f"{name}: docs/configuration.md says {sorted(readers)}, deploy.sh sends it to {sorted(receivers)}"
         )
     for name in SECRETS:
         receivers = {fn for fn in FUNCTIONS if f"{name}=" in deploys[f"whatsbot-{fn}"].flags["set-secrets"]}

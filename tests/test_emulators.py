@@ -42,7 +42,7 @@ def sdk_with_gcloud(root: Path, jars: emu.Jars) -> Path:
 def test_no_emulators_anywhere_fails_with_install_advice(tmp_path: Path) -> None:
     with pytest.raises(emu.EmulatorError) as error:
         emu.find_jars([("empty", tmp_path)])
-    # the README's Troubleshooting row for "Google Cloud emulators not found"
+    # docs/troubleshooting.md's row for "Google Cloud emulators not found"
     assert "gcloud components install pubsub-emulator cloud-firestore-emulator" in str(error.value)
     assert "EMULATORS_DIR" in str(error.value)
 

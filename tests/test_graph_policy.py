@@ -1,9 +1,9 @@
 """Meta's Graph error codes, table-driven, through the running transcriber and responder.
 
-The loopback Graph API answers each code of the README's policy table; the functions must retry
-(500: Pub/Sub redelivers) or acknowledge (200) exactly as the table says. Token and permission
-codes are an outage: one ERROR line with `alert="graph_auth"` an alert can match. A Graph API
-that stalls past GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names
+The loopback Graph API answers each code of the policy table in docs/architecture.md; the functions
+must retry (500: Pub/Sub redelivers) or acknowledge (200) exactly as the table says. Token and
+permission codes are an outage: one ERROR line with `alert="graph_auth"` an alert can match. A Graph
+API that stalls past GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names
 another host or plain http never gets the token, and the user still hears the voice-failure reply.
 """
 
@@ -161,7 +161,7 @@ def test_transcriber_answers_media_unavailable_for_what_a_retry_cannot_fix(
     assert deliver(transcriber, note) == 200
     assert published(topics).transcription_error == "media_unavailable"
     assert graph.downloads() == []
-    if row in AUTH:  # an outage: one line the README's alert matches
+    if row in AUTH:  # an outage: one line the alert of docs/logs.md matches
         assert len(alerts(transcriber, row[1])) >= 1  # type: ignore[arg-type]
 
 

@@ -10,7 +10,7 @@ import pytest
 from common import log
 
 WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzNzJFQTA4Q0FCMzNFNzFDMDJDNgA="  # holds 16505551234
-# README "Logs": the digest is "m-" and the first 12 hex digits of the id's SHA-256.
+# docs/logs.md: the digest is "m-" and the first 12 hex digits of the id's SHA-256.
 WAMID_DIGEST = "m-" + hashlib.sha256(WAMID.encode()).hexdigest()[:12]
 
 

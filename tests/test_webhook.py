@@ -166,7 +166,7 @@ def test_logs_never_hold_message_text_or_full_numbers(webhook: FunctionProcess, 
     assert len(topics.pull(TOPIC_TEXT, expect=1)) == 1
     message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
     logs = webhook.log_text()
-    # README "Logs": a message id is logged as "m-" and the first 12 hex digits of its SHA-256.
+    # docs/logs.md: a message id is logged as "m-" and the first 12 hex digits of its SHA-256.
     assert "m-" + hashlib.sha256(message["id"].encode()).hexdigest()[:12] in logs
     assert message["id"] not in logs
     assert message["text"]["body"] not in logs
@@ -218,7 +218,7 @@ def test_other_objects_are_a_bad_request(webhook: FunctionProcess) -> None:
     assert "whatsapp_business_account" in answer.json()["reason"]
 
 
-# README "How the webhook behaves": POSTs over MAX_BODY_BYTES, 3145728 by default, get a 413.
+# docs/architecture.md, "How the webhook behaves": POSTs over MAX_BODY_BYTES, 3145728 by default, get a 413.
 MAX_BODY_BYTES = 3145728
 
 

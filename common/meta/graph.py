@@ -40,7 +40,7 @@ class GraphError(Exception):
         self.auth = code in AUTH_CODES if auth is None else auth
 
 
-AUTH_ALERT = "Graph API token or permission error"  # the message the README's log-based alert matches
+AUTH_ALERT = "Graph API token or permission error"  # the message docs/logs.md's alert matches
 
 
 def alert_auth(exc: GraphError, **fields: Any) -> None:

@@ -3,7 +3,7 @@
 One entry point per step of a turn (see responder.py): `screen` before the history is read,
 `gate` between the history load and the model call, `counted` for the fields the history write
 adds, `spent` after the model answered. A verdict with `text` None means: stay silent (the claim
-is still marked done). What each costs in Firestore operations is in counters.py and the README.
+is still marked done). What each costs in Firestore operations is in counters.py and docs/guardrails.md.
 """
 
 from __future__ import annotations
