@@ -245,6 +245,50 @@ def test_pause_from_an_admin_silences_one_user_and_resume_brings_the_texts_back(
     assert bodies(graph)[-1].startswith("echo: thanks")
 
 
+def test_pause_by_business_scoped_id_silences_that_user(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """Business-scoped ids are case-sensitive: the pause is written under the id as the admin
+    typed it, which is the id the user's messages carry."""
+    assert deliver(responder, text(f"/pause {FRIEND_BSUID}", ADMIN)) == 200
+    assert bodies(graph)[-1].startswith(f"Paused {FRIEND_BSUID} until /resume")
+    assert deliver(responder, text("are you a bot?", FRIEND_BSUID, to=FRIEND)) == 200
+    assert model.chats() == [] and len(graph.sent()) == 1
+    assert deliver(responder, text(f"/RESUME {FRIEND_BSUID}", ADMIN)) == 200
+    assert bodies(graph)[-1] == f"Resumed answers for {FRIEND_BSUID}."
+    assert deliver(responder, text("hello again", FRIEND_BSUID, to=FRIEND)) == 200
+    [chat] = model.chats()
+    assert [m["content"] for m in chat["messages"] if m["role"] == "user"] == [
+        "are you a bot?",
+        "hello again",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "answer"),
+    [
+        ("/pause 999999999d", "A pause of 999999999d would end after the year 9999"),
+        (f"/pause {FRIEND} 99999999999999999999m", "A pause of 99999999999999999999m would end after"),
+        (f"/pause {FRIEND} 0m", "A pause lasts at least 1 minute"),
+    ],
+)
+def test_a_pause_no_calendar_holds_is_a_clear_answer_at_the_first_attempt(
+    responder: FunctionProcess,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+    command: str,
+    answer: str,
+) -> None:
+    """One delivery, acknowledged, one answer that says what to send instead; nothing is paused."""
+    assert deliver(responder, text(command, ADMIN)) == 200
+    [reply] = bodies(graph)
+    assert reply.startswith(answer)
+    assert not db.document("controls/pause").get().exists
+    assert deliver(responder, text("still there?", FRIEND)) == 200
+    assert len(model.chats()) == 1
+
+
 def test_pause_alone_pauses_everyone_for_a_while(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:

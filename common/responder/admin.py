@@ -1,6 +1,8 @@
 """Commands for the humans in charge (`ADMIN_USERS`): /pause, /resume, /stats; and /usage for all.
 
 Recognised only from an admin id (the guard checks); from anyone else they are ordinary text.
+An admin's command is answered at its first attempt, whatever it says: a duration no calendar
+holds (/pause 999999999d) or one under a minute gets an answer saying what to send instead.
 """
 
 from __future__ import annotations
@@ -16,39 +18,63 @@ from common.store.counters import FOREVER, Usage
 if TYPE_CHECKING:
     from common.responder.guardrails import Guard
 
-_DURATION = re.compile(r"(\d+)\s*([mhd])")
+_DURATION = re.compile(r"(\d+)\s*([mhd])", re.IGNORECASE | re.ASCII)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+PAUSED_TEXT = "Paused {who} {when}: their messages are stored, not answered."
+TOO_LONG_TEXT = (
+    "A pause of {length} would end after the year 9999: too long to store. "
+    "Send /pause{user} without a duration to pause until /resume."
+)
+TOO_SHORT_TEXT = "A pause lasts at least 1 minute, e.g. /pause{user} 30m."
 
 
 def duration(word: str) -> timedelta | None:
-    """`30m`, `2h`, `1d` → a timedelta; anything else None."""
+    """`30m`, `2h`, `1d` → a timedelta; anything else None. OverflowError for more than a
+    timedelta holds (e.g. 999999999999d)."""
     match = _DURATION.fullmatch(word)
-    return timedelta(**{_UNITS[match[2]]: int(match[1])}) if match else None
+    if not match:
+        return None
+    digits = match[1].lstrip("0") or "0"
+    if len(digits) > 12:  # int() refuses thousands of digits; timedelta anything over ~2.7e12 minutes
+        raise OverflowError(word)
+    return timedelta(**{_UNITS[match[2].lower()]: int(digits)})
 
 
-def run(command: str, guard: Guard) -> str | None:
-    """The admin's answer, or None when the text is not an admin command (it goes to the model)."""
-    words = command.split()
-    name, args = words[0], words[1:]
+def run(text: str, guard: Guard) -> str | None:
+    """The admin's answer, or None when the text is not an admin command (it goes to the model).
+
+    `text` as typed: the command and the duration are read in any case, an id as written, since
+    business-scoped ids are case-sensitive (phone numbers are normalised)."""
+    words = text.split()
+    name, args = words[0].lower(), words[1:]
     if name == "/stats" and not args:
         return stats(guard)
     if name not in ("/pause", "/resume") or len(args) > 2:
         return None
-    user = normalize(args[0]) if args and duration(args[0]) is None else None
+    user = normalize(args[0]) if args and not _DURATION.fullmatch(args[0]) else None
     rest = args[1:] if user else args
     if name == "/resume":
         if rest:
             return None
         guard.pauses.resume(user)
         return f"Resumed {'answers for ' + user if user else 'answers for everyone'}."
-    length = duration(rest[0]) if rest else None
-    if (rest and length is None) or len(rest) > 1:
+    if len(rest) > 1 or (rest and not _DURATION.fullmatch(rest[0])):
         return None
-    until = datetime.now(UTC) + length if length else FOREVER
+    who, named = user or "everyone", f" {user}" if user else ""
+    if not rest:
+        guard.pauses.pause(user, FOREVER)
+        return PAUSED_TEXT.format(who=who, when="until /resume")
+    try:
+        length = duration(rest[0]) or timedelta(0)  # a duration: matched above
+        until = datetime.now(UTC) + length
+    except OverflowError:  # more than a timedelta or a datetime holds
+        length, until = timedelta.max, FOREVER
+    if until >= FOREVER:  # refused, not stored: an admin answer at the first attempt, never a retry
+        return TOO_LONG_TEXT.format(length=rest[0], user=named)
+    if length < timedelta(minutes=1):
+        return TOO_SHORT_TEXT.format(user=named)
     guard.pauses.pause(user, until)
-    who = user or "everyone"
-    when = f"until {until:%Y-%m-%d %H:%M} UTC" if length else "until /resume"
-    return f"Paused {who} {when}: their messages are stored, not answered."
+    return PAUSED_TEXT.format(who=who, when=f"until {until:%Y-%m-%d %H:%M} UTC")
 
 
 def usage_text(usage: Usage, policy: Policy) -> str:

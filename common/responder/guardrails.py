@@ -84,7 +84,7 @@ class Guard:
         ids = sender(envelope)
         command = texts.command(envelope)
         if command and self.policy.is_admin(ids):
-            answer = admin.run(command, self)
+            answer = admin.run((envelope.text or "").strip(), self)  # as typed: ids keep their case
             if answer is not None:
                 return Verdict(answer)
         if self.paused(envelope):
