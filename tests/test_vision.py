@@ -158,6 +158,37 @@ def test_an_image_whose_bytes_are_no_image_gets_the_unsupported_file_reply(
     assert model.chats() == []
 
 
+# A WebP cut off in its first chunk header (20 bytes or fewer: the VP8X flags, the VP8L size) and
+# a PDF whose cross-reference offset is past any file (pypdf: OverflowError): bytes no reader can
+# make sense of, whatever it raises.
+TINY_VP8X = b"RIFF\x0c\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00"
+TINY_VP8L = b"RIFF\x0c\x00\x00\x00WEBPVP8L\x05\x00\x00\x00"
+BROKEN = [
+    ("sticker", TINY_VP8X, "image/webp", None),
+    ("image", TINY_VP8L, "image/webp", None),
+    ("document", files.pdf(2, startxref=10**20), "application/pdf", "statement.pdf"),
+]
+
+
+@pytest.mark.parametrize(("kind", "data", "mime_type", "filename"), BROKEN, ids=["vp8x", "vp8l", "pdf"])
+def test_a_file_no_reader_understands_is_answered_at_the_first_attempt(
+    responder: FunctionProcess,
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    db: firestore.Client,
+    kind: str,
+    data: bytes,
+    mime_type: str,
+    filename: str | None,
+) -> None:
+    """One delivery, acknowledged, one polite reply: the same bytes would fail every retry."""
+    envelope = sent_media(graph, kind, data, mime_type, filename=filename)
+    assert deliver(responder, envelope) == 200
+    assert replies(graph) == [DEFAULTS["UNSUPPORTED_FILE_TEXT"]]
+    assert model.chats() == []
+    assert len(graph.downloads()) == 1
+
+
 def test_media_the_graph_api_does_not_know_gets_the_download_failed_reply(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:

@@ -126,8 +126,9 @@ class Inputs:
         if filefacts.animated(fetched.data):  # the model takes still images only
             return Turn(f"[The user sent an animated {what}.]", f"[animated {what}]")
         size = filefacts.image_size(fetched.data)
-        pixels = f", {size[0]}x{size[1]}" if size else ""
-        stand_in = f"[{what}: {IMAGE_FORMATS[kind]}{pixels}, {human(len(fetched.data))}]"
+        if size is None:  # a header no reader understands (a cut-off file): the model could not see it
+            raise self._unsupported(envelope, f"unreadable {kind}")
+        stand_in = f"[{what}: {IMAGE_FORMATS[kind]}, {size[0]}x{size[1]}, {human(len(fetched.data))}]"
         log.info("media read", message_id=envelope.message_id, format=kind, bytes=len(fetched.data))
         parts = [
             {"type": "text", "text": caption or self.texts.image_prompt},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import random
 import struct
 import subprocess
 import tempfile
@@ -58,8 +59,13 @@ def _encode(
         return out.read_bytes()
 
 
-def pdf(pages: int, words: str = "Total: 42.50 EUR") -> bytes:
-    """A minimal valid PDF of `pages` pages, each showing `words`, with exact xref offsets."""
+def pdf(
+    pages: int, words: str = "Total: 42.50 EUR", padding: bytes = b"", startxref: int | None = None
+) -> bytes:
+    """A minimal valid PDF of `pages` pages, each showing `words`, with exact xref offsets.
+
+    `padding`: the bytes of an extra stream object no page uses (a large PDF: scans weigh that much);
+    `startxref`: a wrong cross-reference offset written instead of the true one (a broken PDF)."""
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(pages))
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -74,6 +80,8 @@ def pdf(pages: int, words: str = "Total: 42.50 EUR") -> bytes:
         )
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    if padding:
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(padding), padding))
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
@@ -84,7 +92,39 @@ def pdf(pages: int, words: str = "Total: 42.50 EUR") -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    at = xref if startxref is None else startxref
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, at))
+    return out.getvalue()
+
+
+@functools.cache
+def big_pdf(size: int, pages: int = 3) -> bytes:
+    """A valid PDF of about `size` bytes: `pages` pages and an incompressible stream (a scan's weight)."""
+    noise = random.Random(size).randbytes(max(size - 2048, 0))  # noqa: S311 - test data, not a secret
+    return pdf(pages, padding=noise)
+
+
+def pdf_bomb(inflated: int) -> bytes:
+    """A small valid one-page PDF whose cross-reference stream inflates to `inflated` bytes (zeros
+    after the real rows): what a reader must decompress before it can count a single page."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.5\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+    rows = b"\x00\x00\x00\x00" + b"".join(b"\x01" + at.to_bytes(2, "big") + b"\x00" for at in offsets)
+    stream = zlib.compress(rows + bytes(inflated - len(rows)), 9)
+    xref = out.tell()
+    out.write(
+        b"4 0 obj\n<< /Type /XRef /Size 5 /W [1 2 1] /Root 1 0 R /Filter /FlateDecode /Length %d >>\n"
+        b"stream\n%s\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % (len(stream), stream, xref)
+    )
     return out.getvalue()
 
 
