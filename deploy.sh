@@ -140,7 +140,8 @@ env_vars() {
 }
 
 # Sizes per function; each overridable as NAME_KEY, e.g. RESPONDER_MEMORY=1Gi. Concurrency above
-# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio.
+# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio. The
+# responder's 512Mi holds 4 media turns of 20 MB PDFs at once (~76 MiB each, measured), the rest wait.
 setting() {
   local var key index=0 sizes
   case $1 in #          MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES
@@ -407,6 +408,13 @@ write_env_file() {
   yaml_entry GOOGLE_CLOUD_PROJECT "$PROJECT"
   yaml_entry THREADS "$(setting "$name" CONCURRENCY)" # Python serves concurrency with threads
   [ "$name" = responder ] || yaml_entry TOPIC_TEXT "$TOPIC_TEXT"
+  if [ "$name" = responder ]; then
+    # Its media turns share the instance's memory (common/responder/media_memory.py): tell it how much.
+    yaml_entry INSTANCE_MEMORY "$(setting "$name" MEMORY)"
+    # glibc: blocks of 1 MiB and more are mmapped, so a media turn's buffers go back to the system
+    # when freed (by default the heap keeps them, and a 20 MB PDF's turn peaked ~25 MiB higher).
+    yaml_entry MALLOC_MMAP_THRESHOLD_ 1048576
+  fi
   [ "$name" != webhook ] || yaml_entry TOPIC_AUDIO "$TOPIC_AUDIO"
   for var in $(env_vars "$name"); do
     [ -n "${!var:-}" ] || continue

@@ -90,6 +90,24 @@ def test_sizes_have_defaults_and_concurrency_has_threads(deployed: TwoRuns) -> N
         assert env_file_values(call.env_vars_file)["THREADS"] == flags["concurrency"]
 
 
+def test_the_responder_knows_its_memory_and_returns_freed_media_memory(
+    deployed: TwoRuns, cloud: FakeCloud
+) -> None:
+    """INSTANCE_MEMORY sizes the media memory budget (common/responder/media_memory.py): it is the
+    --memory the responder was deployed with; glibc gives a media turn's large buffers back."""
+    default = deployed.first.deploys()["whatsbot-responder"]
+    settings = env_file_values(default.env_vars_file)
+    assert settings["INSTANCE_MEMORY"] == default.flags["memory"] == "512Mi"
+    assert settings["MALLOC_MMAP_THRESHOLD_"] == "1048576"
+    assert "INSTANCE_MEMORY" not in env_file_values(
+        deployed.first.deploys()["whatsbot-webhook"].env_vars_file
+    )
+    larger = cloud.run("--only", "responder", RESPONDER_MEMORY="1Gi")
+    assert larger.returncode == 0, larger.stderr
+    call = larger.deploys()["whatsbot-responder"]
+    assert env_file_values(call.env_vars_file)["INSTANCE_MEMORY"] == call.flags["memory"] == "1Gi"
+
+
 def test_functions_get_their_plain_settings_in_an_env_file(deployed: TwoRuns) -> None:
     deploys = deployed.first.deploys()
     webhook = env_file_values(deploys["whatsbot-webhook"].env_vars_file)

@@ -2,13 +2,16 @@
 
 Shared by everything that reads media (the transcriber's voice notes today). The download url
 expires within minutes, so it is asked for afresh on every attempt; the declared size is checked
-before a single byte is downloaded, and the download itself stops at the limit in case the
-declaration was wrong. The token goes only where `graph.download_allowed` says it may.
+before a single byte is downloaded, and the download itself stops past the declared size (else
+the limit) in case the declaration was wrong. The bytes land in one buffer of that size
+(`fetch_buffer`: no list of chunks and no join; `fetch` makes bytes of it, one copy). The token
+goes only where `graph.download_allowed` says it may.
 What the bytes are is for the caller to sniff: the declared mime type is logged, never trusted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common import log
@@ -32,16 +35,38 @@ class Media:
     mime_type: str  # as the Graph API declared it (logged, not trusted)
 
 
+@dataclass(frozen=True, slots=True)
+class Buffered:
+    """The media in the download's own buffer: the caller may `clear()` it to free the memory at once."""
+
+    data: bytearray
+    mime_type: str  # as the Graph API declared it (logged, not trusted)
+
+
 def fetch(graph: GraphClient, media_id: str, limit: int) -> Media:
     """The media's bytes, at most `limit` of them; Unfetchable for what a retry cannot fix.
 
     A retriable GraphError (timeouts, 5xx, throttling) propagates for Pub/Sub to redeliver.
     """
+    found = fetch_buffer(graph, media_id, limit)
+    return Media(bytes(found.data), found.mime_type)  # the copy replaces the buffer, as a join would
+
+
+def fetch_buffer(
+    graph: GraphClient, media_id: str, limit: int, before_download: Callable[[int], object] | None = None
+) -> Buffered:
+    """fetch() without the copy to bytes. `before_download(size)` runs between the media info and
+    the download, with the most the download may hold (the declared size, else `limit`): the
+    responder reserves that much of the instance's memory there (and may raise to stop)."""
     try:
         info = graph.media_info(media_id)
         if info.file_size is not None and info.file_size > limit:
             raise Unfetchable(TOO_LARGE, f"declared {info.file_size} bytes, limit {limit}")
-        return Media(graph.download(info.url, limit), info.mime_type)
+        if before_download is not None:
+            before_download(limit if info.file_size is None else info.file_size)
+        # outgrowing its declared size is refused as too large: no more is held than was reserved
+        cap = limit if info.file_size is None else info.file_size
+        return Buffered(graph.download(info.url, cap, info.file_size), info.mime_type)
     except MediaTooLarge as exc:
         raise Unfetchable(TOO_LARGE, str(exc)) from exc
     except DownloadRefused as exc:
@@ -60,7 +85,7 @@ JPEG, PNG, WEBP, GIF = "image/jpeg", "image/png", "image/webp", "image/gif"
 PDF, ZIP, TEXT = "application/pdf", "application/zip", "text/plain"  # docx, xlsx, odt... are zips
 
 
-def sniff(data: bytes) -> str | None:
+def sniff(data: bytes | bytearray) -> str | None:
     """The mime type the bytes really are (magic numbers; UTF-8 without NULs is text), else None."""
     if data.startswith(b"\xff\xd8\xff"):
         return JPEG

@@ -1,17 +1,22 @@
 """What the user's turn is for the model: their words, or content parts made from what they sent.
 
 One entry point for the responder: `Inputs.request(envelope)` says, without any download, whether
-the message becomes a model turn; `Request.read()` then makes it: text as it is, a location or a
+the message becomes a model turn; `Request.reading()` then makes it: text as it is, a location or a
 contact card as words, an image as an `image_url` part, a PDF as a `file` part, a text document as
 text. Each turn also gets a short text stand-in, which is what the history keeps: media bytes are
 never stored, and a redelivery fetches them again (with a fresh url) only if it needs them.
-Media that cannot be read for good raises `Unanswerable` with the reply that says why; retriable
-Graph failures propagate (Pub/Sub redelivers).
+Media that cannot be read for good raises `Unanswerable` with the reply that says why: whatever
+the user sent is answered at the first attempt (a file no parser can read is unsupported, never
+retried). Retriable Graph failures propagate (Pub/Sub redelivers), and so does NoRoom: a media
+turn holds its share of the instance's memory (media_memory.py) from before its download until
+`Request.reading` ends, after the model has answered.
 """
 
 from __future__ import annotations
 
-import base64
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,7 @@ from common import config, log
 from common.bus.envelope import Card, Envelope, Place
 from common.meta import filefacts, media
 from common.meta.graph import GraphClient, GraphError
+from common.responder.media_memory import MediaMemory, data_url
 from common.responder.texts import Texts
 
 WORD_TYPES = frozenset({"text", "interactive", "button"})
@@ -30,6 +36,7 @@ TEXT_DOCUMENT_CHARS = 60_000  # of a text document, sent to the model (~15,000 t
 MB = 1024 * 1024
 
 Content = str | list[dict[str, Any]]
+Reserve = Callable[[int], None]  # called with a media's size before it is downloaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +79,17 @@ class Inputs:
         limits: Limits,
         vision_model: str | None,
         vision_timeout: float,
+        memory: MediaMemory,
     ) -> None:
         self.graph, self.texts, self.limits = graph, texts, limits
         self.vision_model, self.vision_timeout = vision_model, vision_timeout
+        self.memory = memory  # shared by the instance's threads
 
     @classmethod
     def from_env(cls, graph: GraphClient, texts: Texts) -> Inputs:
         vision = config.get("VISION_MODEL") or config.get("OPENAI_MODEL")
-        return cls(graph, texts, Limits.from_env(), vision, config.number("VISION_TIMEOUT_SECONDS", 90))
+        timeout = config.number("VISION_TIMEOUT_SECONDS", 90)
+        return cls(graph, texts, Limits.from_env(), vision, timeout, MediaMemory.from_env())
 
     def request(self, envelope: Envelope) -> Request | None:
         """The turn to make for the model, not yet read; None when a fixed reply fits better."""
@@ -96,7 +106,8 @@ class Inputs:
             return Request(self, envelope)
         return None
 
-    def read(self, envelope: Envelope) -> Turn:
+    def read(self, envelope: Envelope, reserve: Reserve | None = None) -> Turn:
+        """The turn; `reserve(size)` is called before a media download (Request.reading's share)."""
         text = (envelope.text or "").strip()
         if envelope.transcript:
             words = self.texts.voice_turn(text)
@@ -108,17 +119,17 @@ class Inputs:
             words = contact_words(envelope.contacts)
             return Turn(words, words)
         if envelope.type in IMAGE_TYPES:
-            return self._image(envelope, text)
+            return self._image(envelope, text, reserve)
         if envelope.type == "document":
-            return self._document(envelope, text)
+            return self._document(envelope, text, reserve)
         return Turn(text, text)
 
-    def _image(self, envelope: Envelope, caption: str) -> Turn:
+    def _image(self, envelope: Envelope, caption: str, reserve: Reserve | None) -> Turn:
         ref = envelope.media
         assert ref is not None
         if envelope.type == "sticker" and ref.animated:  # a mood, not a picture to describe
             return Turn("[The user sent an animated sticker.]", "[animated sticker]")
-        fetched = self._fetch(envelope, self.limits.image_bytes)
+        fetched = self._fetch(envelope, self.limits.image_bytes, reserve)
         kind = media.sniff(fetched.data)
         if kind not in IMAGE_FORMATS:
             raise self._unsupported(envelope, kind)
@@ -140,7 +151,7 @@ class Inputs:
         """Image and PDF parts go to VISION_MODEL, with its longer timeout and refusal reply."""
         return Turn(parts, stand_in, self.vision_model, self.vision_timeout, self.texts.media_refused)
 
-    def _document(self, envelope: Envelope, caption: str) -> Turn:
+    def _document(self, envelope: Envelope, caption: str, reserve: Reserve | None) -> Turn:
         ref = envelope.media
         assert ref is not None
         name = (ref.filename or "document").strip()[:120]
@@ -152,7 +163,7 @@ class Inputs:
             and extension not in ("pdf", *TEXT_FILES)
         ):
             raise self._unsupported(envelope, declared or None)  # refused before any download
-        fetched = self._fetch(envelope, self.limits.document_bytes)
+        fetched = self._fetch(envelope, self.limits.document_bytes, reserve)
         kind, size = media.sniff(fetched.data), human(len(fetched.data))
         instruction = caption or self.texts.document_prompt
         if kind == media.PDF:
@@ -162,13 +173,8 @@ class Inputs:
             if pages > self.limits.document_pages:
                 log.warning("document refused", message_id=envelope.message_id, reason="pages", pages=pages)
                 raise Unanswerable("too_many_pages", self._too_large())
-            log.info(
-                "media read",
-                message_id=envelope.message_id,
-                format=kind,
-                bytes=len(fetched.data),
-                pages=pages,
-            )
+            read = {"format": kind, "bytes": len(fetched.data), "pages": pages}
+            log.info("media read", message_id=envelope.message_id, **read)
             parts = [
                 {"type": "text", "text": instruction},
                 {
@@ -180,18 +186,22 @@ class Inputs:
             stand_in = f'[document "{name}": PDF, {pages} page{plural}, {size}]'
             return self._for_vision(parts, _with_caption(stand_in, caption))
         if kind == media.TEXT and (extension in TEXT_FILES or declared in TEXT_MIME_TYPES):
-            body = fetched.data.decode("utf-8", errors="replace").lstrip("\ufeff")
-            cut = f" (the first {TEXT_DOCUMENT_CHARS} characters)" if len(body) > TEXT_DOCUMENT_CHARS else ""
+            head = fetched.data[: TEXT_DOCUMENT_CHARS * 4 + 4]  # enough: UTF-8 takes 1-4 bytes a character
+            whole = len(head) == len(fetched.data)
             log.info("media read", message_id=envelope.message_id, format=kind, bytes=len(fetched.data))
+            fetched.data.clear()  # only the head is read: the rest is freed at once
+            body = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+            longer = len(body) > TEXT_DOCUMENT_CHARS or not whole
+            cut = f" (the first {TEXT_DOCUMENT_CHARS} characters)" if longer else ""
             words = f'{instruction}\n\nThe file "{name}"{cut}:\n\n{body[:TEXT_DOCUMENT_CHARS]}'
             stand_in = f'[document "{name}": text, {size}]'
             return Turn(words, _with_caption(stand_in, caption), refused=self.texts.media_refused)
         raise self._unsupported(envelope, kind)
 
-    def _fetch(self, envelope: Envelope, limit: int) -> media.Media:
+    def _fetch(self, envelope: Envelope, limit: int, reserve: Reserve | None) -> media.Buffered:
         assert envelope.media is not None
         try:
-            return media.fetch(self.graph, envelope.media.id, limit)
+            return media.fetch_buffer(self.graph, envelope.media.id, limit, reserve)
         except media.Unfetchable as exc:
             if isinstance(exc.__cause__, GraphError) and exc.__cause__.auth:
                 raise exc.__cause__ from None  # an outage (already alerted): retried, never answered
@@ -203,13 +213,8 @@ class Inputs:
             raise Unanswerable(exc.reason, self.texts.media_failed) from exc
 
     def _unsupported(self, envelope: Envelope, found: str | None) -> Unanswerable:
-        log.warning(
-            "media not read",
-            message_id=envelope.message_id,
-            type=envelope.type,
-            reason="unsupported",
-            format=found,
-        )
+        fields = {"type": envelope.type, "reason": "unsupported", "format": found}
+        log.warning("media not read", message_id=envelope.message_id, **fields)
         return Unanswerable("unsupported", self.texts.unsupported_file)
 
     def _too_large(self) -> str:
@@ -222,14 +227,29 @@ class Inputs:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A model turn to be made: `read()` downloads the media, if any (slow: run it under the
+    """A model turn to be made: `reading()` downloads the media, if any (slow: run it under the
     typing indicator, and only when no stored reply makes it unnecessary)."""
 
     inputs: Inputs
     envelope: Envelope
 
-    def read(self) -> Turn:
-        return self.inputs.read(self.envelope)
+    @contextmanager
+    def reading(self, deadline: float) -> Iterator[Turn]:
+        """The turn, for the block that asks the model. Media holds its share of the instance's
+        memory (waiting for it at most half of what is left before `deadline`, else NoRoom) until
+        the block ends; then its parts are emptied, so the data URL goes with the share."""
+        with ExitStack() as held:
+
+            def reserve(size: int) -> None:
+                wait = (deadline - time.monotonic()) / 2
+                held.enter_context(self.inputs.memory.held(size, wait))
+
+            turn = self.inputs.read(self.envelope, reserve)
+            try:
+                yield turn
+            finally:
+                if isinstance(turn.content, list):
+                    turn.content.clear()
 
 
 def place_words(place: Place) -> str:
@@ -249,10 +269,6 @@ def contact_words(cards: tuple[Card, ...]) -> str:
         described.append(", ".join(facts))
     noun = "a contact" if len(cards) == 1 else f"{len(cards)} contacts"
     return f"[The user shared {noun}: " + "; ".join(described) + "]"
-
-
-def data_url(mime_type: str, data: bytes) -> str:
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
 
 
 def human(size: int) -> str:

@@ -29,6 +29,7 @@ from common.responder import texts
 from common.responder.guardrails import Guard
 from common.responder.inputs import Inputs, Request, Unanswerable
 from common.responder.inputs import Turn as UserTurn
+from common.responder.media_memory import NoRoom
 from common.responder.overlap import Overlap
 from common.responder.typing_indicator import Typing
 from common.responder.voice_reply import VoiceReplies, capped
@@ -175,12 +176,14 @@ class Responder:
         if verdict := self.guard.gate(envelope, conversation):  # /usage, daily limits, budget
             return verdict.text, conversation
         try:
-            user_turn = request.read()  # media is downloaded here, and only here
+            with request.reading(deadline) as user_turn:  # media is downloaded here, and only here,
+                reply = self._ask_model(conversation.turns, user_turn, deadline)  # and held till then
         except Unanswerable as exc:
             return exc.reply, conversation
         except GraphError as exc:  # media info or download: retriable, or a token error (alerted)
             raise RetryLater(f"media not fetched: {exc}") from exc
-        reply = self._ask_model(conversation.turns, user_turn, deadline)
+        except NoRoom as exc:  # the instance holds all the media it may: another instance, or later
+            raise RetryLater(str(exc)) from exc
         tokens = getattr(reply, "tokens", 0)
         _stop_if_late(deadline)  # a late answer is not stored: the retry asks again
         self.overlap.wait()  # a token error on the receipt: nothing stored
