@@ -335,10 +335,18 @@ ensure_identity() {
       grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics
       grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
     transcriber) grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
-    responder) # Firestore has no per-collection IAM: datastore.user is its narrowest data role
-      retry mutate projects add-iam-policy-binding "$PROJECT" --member="$member" \
-        --role=roles/datastore.user --condition=None --format=none ;;
   esac
+  # Firestore for every function that ships the store (the responder; the transcriber reads the
+  # day's voice seconds). Firestore has no per-collection IAM: datastore.user is its narrowest data role.
+  if uses_firestore "$name"; then
+    retry mutate projects add-iam-policy-binding "$PROJECT" --member="$member" \
+      --role=roles/datastore.user --condition=None --format=none
+  fi
+}
+
+# Whether a function's code reads or writes Firestore: it is staged with common/store.
+uses_firestore() {
+  [[ " $(common_packages "$1") " == *" store "* ]]
 }
 
 # The push identity of a Pub/Sub-driven function: no roles of its own; run.invoker on its one

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import reach
 from tests.support.deploy_cloud import (
     APOLOGY,
     DEPLOY,
@@ -228,9 +229,39 @@ def iam_grants(run: Run) -> dict[str, set[tuple[str, str, str]]]:
     return grants
 
 
+def firestore_users() -> set[str]:
+    """The functions whose code can read or write Firestore: what main.py can run (lazy imports
+    included, found statically as tests/test_locks.py finds the imports) reaches the store
+    (common/store) or google-cloud-firestore itself."""
+    users = set()
+    for name in FUNCTIONS:
+        entry = REPO / "functions" / name / "main.py"
+        ours = reach.reachable_modules(entry, {"common"})
+        outside = reach.reachable_imports(entry, {"common"}, frozenset())
+        if any(m.startswith("common.store.") for m in ours) or any(
+            m.split(".")[:3] == ["google", "cloud", "firestore"] for m in outside
+        ):
+            users.add(name)
+    return users
+
+
+FIRESTORE = ("projects", PROJECT, "roles/datastore.user")
+
+
+def test_every_function_whose_code_uses_firestore_may_use_it_and_no_other(deployed: TwoRuns) -> None:
+    """A function that reads Firestore without the role gets 403 on every message."""
+    grants = iam_grants(deployed.first)
+    users = firestore_users()
+    assert "responder" in users  # the claims: the analysis sees the store at all
+    granted = {name for name in FUNCTIONS if FIRESTORE in grants[f"serviceAccount:{service_account(name)}"]}
+    assert granted == users
+
+
 def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
     grants = iam_grants(deployed.first)
     accessor, publisher = "roles/secretmanager.secretAccessor", "roles/pubsub.publisher"
+    for name in firestore_users():  # the Firestore grant: checked against the code just above
+        grants[f"serviceAccount:{service_account(name)}"].remove(FIRESTORE)
     assert grants[f"serviceAccount:{service_account('webhook')}"] == {
         ("secrets", "whatsbot-app-secret", accessor),
         ("secrets", "whatsbot-verify-token", accessor),
@@ -245,7 +276,6 @@ def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
     assert grants[f"serviceAccount:{service_account('responder')}"] == {
         ("secrets", "whatsbot-whatsapp-token", accessor),
         ("secrets", "whatsbot-openai-api-key", accessor),
-        ("projects", PROJECT, "roles/datastore.user"),
     }
     for name in PUSHED:  # the push identities may invoke their own function and nothing else
         assert grants[f"serviceAccount:{invoker(name)}"] == {

@@ -82,6 +82,15 @@ def reachable_imports(entry: Path, staged: set[str], excluded: frozenset[str]) -
     `staged` are our packages deployed beside the entry file; importing another of ours (local/,
     tests/) is reported as `<not staged: name>`. Excluded units are given as "module:name".
     """
+    return _reach(entry, staged, excluded)[0]
+
+
+def reachable_modules(entry: Path, staged: set[str], excluded: frozenset[str] = frozenset()) -> set[str]:
+    """Our modules (dotted names) that what `entry` can run uses: a unit of theirs is reached."""
+    return {module for module, _ in _reach(entry, staged, excluded)[1] if module != "__entry__"}
+
+
+def _reach(entry: Path, staged: set[str], excluded: frozenset[str]) -> tuple[dict[str, set[str]], set[Unit]]:
     for unit in excluded:
         module, name = unit.split(":")
         path = module_path(module)
@@ -138,7 +147,7 @@ def reachable_imports(entry: Path, staged: set[str], excluded: frozenset[str]) -
                     reach_name(load(module.aliases[node.value.id][0]), node.attr)  # `decode.to_ogg_opus`
                 if node.attr in module.defs:  # `self._helper` and the like: over-approximate
                     todo.append((module.name, node.attr))
-    return dict(found)
+    return dict(found), seen
 
 
 def all_imports(files: list[Path]) -> dict[str, set[str]]:
