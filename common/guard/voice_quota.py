@@ -13,13 +13,14 @@ counted by the responder in the same write as the turn.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from common import log
 from common.bus.envelope import Envelope
 from common.guard.policy import Policy
-from common.store import history
-from common.store.counters import Usage
-from common.store.firestore_rest import Firestore
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused
 
@@ -27,7 +28,7 @@ OVER_AUDIO_LIMIT = "audio_limit"  # Envelope.refused
 class VoiceQuota:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy.from_env()
-        self._db: Firestore | None = None
+        self._db: firestore.Client | None = None
 
     def hold(self, envelope: Envelope) -> Envelope | None:
         """The envelope to publish instead of transcribing, or None: go ahead and download."""
@@ -45,9 +46,14 @@ class VoiceQuota:
         return replace(envelope, media=None, refused=OVER_AUDIO_LIMIT)
 
     def _seconds_used(self, user: str) -> float:
-        """Today's voice seconds so far (1 read); the client is made on the first read, so a
-        transcriber without MAX_AUDIO_SECONDS_PER_DAY never opens a session for it."""
+        """Today's voice seconds so far (1 read of one field). The store (google-cloud-firestore)
+        is imported and its client made on the first read: a transcriber without
+        MAX_AUDIO_SECONDS_PER_DAY never loads it."""
+        from common.store import db, history
+        from common.store.counters import Usage
+
         if self._db is None:
-            self._db = Firestore.from_env()
-        document = self._db.get(history.path(user)).data
-        return Usage.of(document, self.policy.day()).audio
+            self._db = db.client()
+        fields = ["usageDay", "usageAudio"]
+        snapshot = history.ref(self._db, user).get(field_paths=fields, **db.reading())
+        return Usage.of(snapshot.to_dict() or {}, self.policy.day()).audio

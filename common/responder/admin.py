@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from common.guard.policy import Policy, normalize
-from common.store import history
-from common.store.counters import FOREVER, Usage
+from common.store.counters import FOREVER, Usage, usage_on
 
 if TYPE_CHECKING:
     from common.responder.guardrails import Guard
@@ -96,13 +95,14 @@ def usage_text(usage: Usage, policy: Policy) -> str:
 
 
 def stats(guard: Guard) -> str:
-    """/stats: today's totals over every user (1 read per user active today; admins only)."""
+    """/stats: today's totals over every user, summed as the query streams (1 read per user
+    active today; admins only)."""
     day = guard.policy.day()
-    fields = ["usageTurns", "usageTokens", "usageAudio", "usageMessages"]
-    today = guard.db.where_equal(history.COLLECTION, "usageDay", day, select=fields)
-    found = [Usage.of({"usageDay": day, **document}, day) for document in today]
-    users, messages = len(found), sum(u.messages for u in found)
-    tokens, audio = sum(u.tokens for u in found), sum(u.audio for u in found)
+    users = messages = tokens = 0
+    audio = 0.0
+    for usage in usage_on(guard.db, day):
+        users, messages = users + 1, messages + usage.messages
+        tokens, audio = tokens + usage.tokens, audio + usage.audio
     budget = f" of {guard.policy.budget}" if guard.policy.budget else ""
     return (
         f"Today ({day}): {messages} messages from {users} users, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import config, log
 from common.bus.envelope import ECHO, NOT_ALLOWED, Envelope
@@ -18,8 +18,10 @@ from common.guard.policy import Policy, ids_of
 from common.guard.voice_quota import OVER_AUDIO_LIMIT  # Envelope.refused: no download
 from common.responder import admin, texts
 from common.store.counters import Budget, Notices, Pauses, Usage
-from common.store.firestore_rest import Firestore
 from common.store.history import Conversation, History, Turn
+
+if TYPE_CHECKING:
+    from google.cloud import firestore
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,7 @@ def sender(envelope: Envelope) -> frozenset[str]:
 
 
 class Guard:
-    def __init__(self, db: Firestore, history: History, policy: Policy | None = None) -> None:
+    def __init__(self, db: firestore.Client, history: History, policy: Policy | None = None) -> None:
         self.policy = policy or Policy.from_env()
         self.history = history
         cache = config.number("GUARDRAILS_CACHE_SECONDS", 10)

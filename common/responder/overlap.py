@@ -3,10 +3,13 @@
 The responder reads the user's history while it claims the message, and sends the read receipt
 while the model thinks. An instance serves several requests at once, so each request thread keeps
 its own pending work (thread-local); waiting for it raises its exception inside the attempt.
+The work runs in a copy of the attempt's context, so its Firestore calls keep the attempt's
+deadline (common/store/db.py).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,7 +25,7 @@ class Overlap:
 
     def prefetch(self, key: str, load: Callable[[str], Any] | None) -> None:
         """Start `load(key)` now (None: nothing worth prefetching); `take` picks the result up."""
-        self._mine.prefetched = (key, self._pool.submit(load, key) if load else None)
+        self._mine.prefetched = (key, self._submit(load, key) if load else None)
 
     def take(self, key: str, load: Callable[[str], T]) -> T:
         """What `prefetch` started for `key` (used once), else `load(key)` now."""
@@ -34,7 +37,10 @@ class Overlap:
 
     def start(self, work: Callable[[], None] | None) -> None:
         """Run `work` alongside the attempt (None: nothing); `wait` joins it."""
-        self._mine.background = self._pool.submit(work) if work else None
+        self._mine.background = self._submit(work) if work else None
+
+    def _submit(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        return self._pool.submit(contextvars.copy_context().run, work, *args)
 
     def wait(self) -> None:
         """Join what `start` began; its exception is raised here, in the attempt."""

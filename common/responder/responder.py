@@ -7,10 +7,12 @@ the first unsent part instead of asking the model again. The history read overla
 (a read is no side effect) and the read receipt the model call.
 
 Every attempt has a deadline (`ATTEMPT_TIMEOUT_SECONDS`) shorter than the claim's lease by at
-least `CLAIM_LEASE_MARGIN_SECONDS`: while it runs, nobody can take the claim over, and the model
-and Graph timeouts are cut to what is left of it. An attempt past its deadline stores and sends
-nothing more; one whose claim was taken over anyway (a frozen process) stops at its next fenced
-write (`LostClaim`) and is acknowledged.
+least `CLAIM_LEASE_MARGIN_SECONDS`: while it runs, nobody can take the claim over, and the model,
+Graph and Firestore timeouts (the Firestore client's retries included) are cut to what is left of
+it. An attempt past its deadline stores and sends nothing more; one whose claim was taken over
+anyway (a frozen process) stops at its next fenced write (`LostClaim`) and is acknowledged. A
+part Meta accepted counts as sent at once: a progress or `done` write that fails after the
+client's retries leaves the release to record it, so the redelivery does not send it again.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from common.responder.media_memory import NoRoom
 from common.responder.overlap import Overlap
 from common.responder.typing_indicator import Typing
 from common.responder.voice_reply import VoiceReplies, capped
+from common.store import db as store
 from common.store.claims import Claim, Claims, LostClaim, Outcome
-from common.store.firestore_rest import Firestore
 from common.store.history import Budget, Conversation, History, Turn
 
 # Message types the responder never answers (the webhook does not publish them either).
@@ -64,7 +66,7 @@ class Responder:
 
     def __init__(self) -> None:
         self.attempt_seconds, lease = timing()
-        db = Firestore.from_env()
+        db = store.client()
         days = timedelta(days=1)
         self.claims = Claims(
             db, lease=timedelta(seconds=lease), ttl=config.number("CLAIM_TTL_DAYS", 7) * days
@@ -87,6 +89,7 @@ class Responder:
 
     def handle(self, envelope: Envelope) -> None:
         deadline = time.monotonic() + self.attempt_seconds
+        store.set_deadline(deadline)
         fields = {"message_id": envelope.message_id, "type": envelope.type, "user": log.mask(envelope.user)}
         if envelope.type in SILENT_TYPES:
             log.info("not answered", **fields)
@@ -108,6 +111,7 @@ class Responder:
     def give_up(self, envelope: Envelope) -> None:
         """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
         deadline = time.monotonic() + self.attempt_seconds
+        store.set_deadline(deadline)
         claim = self.claims.claim(envelope.message_id)
         if claim.outcome is Outcome.DONE:
             return
@@ -254,6 +258,7 @@ class Responder:
                     return
                 log.warning("sending failed: Pub/Sub will redeliver", **fields)
                 raise RetryLater(str(exc)) from exc
+            claim.parts_sent = index + 1  # accepted: a release records it if the write below fails
             if index + 1 < len(parts):
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))

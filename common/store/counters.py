@@ -10,6 +10,7 @@
   `notices/{hash}` created atomically; the message that created it owns it, so a retry of that
   message sends it again and any other message of that day stays silent.
 - Pauses set by an admin: one document (`controls/pause`), read at most once per CACHE seconds.
+- /stats: a query over the day's conversations, streamed (1 read per user active that day).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from google.api_core.exceptions import AlreadyExists
+from google.cloud import firestore
+
+from common.store import history
 from common.store.claims import doc_id
-from common.store.firestore_rest import Conflict, Firestore
-from common.store.firestore_values import DELETE_FIELD, Increment
+from common.store.db import reading, writing
 
 T = TypeVar("T")
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
@@ -60,7 +64,18 @@ class Usage:
             new = {"usageTurns": turns, "usageTokens": tokens, "usageAudio": audio, "usageMessages": messages}
             return {"usageDay": self.day, **new}
         values = {"usageTurns": turns, "usageTokens": tokens, "usageAudio": audio, "usageMessages": messages}
-        return {name: Increment(value) for name, value in values.items() if value}
+        return {name: firestore.Increment(value) for name, value in values.items() if value}
+
+
+USAGE_FIELDS = ["usageDay", "usageTurns", "usageTokens", "usageAudio", "usageMessages"]
+
+
+def usage_on(db: firestore.Client, day: str) -> Iterator[Usage]:
+    """Every user's usage of `day`, as the query streams it (1 read per user active that day;
+    an empty answer is billed 1): /stats never holds every document at once."""
+    query = db.collection(history.COLLECTION).where(filter=firestore.FieldFilter("usageDay", "==", day))
+    for snapshot in query.select(USAGE_FIELDS).stream(**reading()):
+        yield Usage.of(snapshot.to_dict() or {}, day)
 
 
 class Cached:
@@ -86,43 +101,44 @@ class Cached:
 class Notices:
     """At most one notice of a kind per key and day, owned by the message that created it."""
 
-    def __init__(self, db: Firestore) -> None:
+    def __init__(self, db: firestore.Client) -> None:
         self.db = db
 
     def claim(self, kind: str, key: str, day: str, message_id: str) -> bool:
-        """True for the message that sends today's notice (also on its retries): 1 write, and on a
-        conflict 1 read."""
-        path = f"notices/{doc_id(f'{kind}:{key}:{day}')}"
+        """True for the message that sends today's notice (also on its retries, and when the
+        answer to its create was lost): 1 write, and on a conflict 1 read."""
+        ref = self.db.collection("notices").document(doc_id(f"{kind}:{key}:{day}"))
         mark = doc_id(message_id)
         expire = datetime.now(UTC) + timedelta(days=2)
         try:
-            self.db.create(path, {"kind": kind, "by": mark, "expireAt": expire})
+            ref.create({"kind": kind, "by": mark, "expireAt": expire}, **writing())
             return True
-        except Conflict:
-            return self.db.get(path).data.get("by") == mark
+        except AlreadyExists:
+            return (ref.get(**reading()).to_dict() or {}).get("by") == mark
 
 
 class Budget:
     """The whole bot's tokens per day as a sharded counter."""
 
-    def __init__(self, db: Firestore, shards: int, cache_seconds: float) -> None:
+    def __init__(self, db: firestore.Client, shards: int, cache_seconds: float) -> None:
         self.db, self.shards = db, max(1, shards)
         self.day = ""
         self.total = Cached(cache_seconds, lambda: self.read(self.day))
 
-    def ref(self, day: str, shard: int) -> str:
-        return f"budget/{day}-{shard}"
+    def ref(self, day: str, shard: int) -> firestore.DocumentReference:
+        return self.db.collection("budget").document(f"{day}-{shard}")
 
     def add(self, day: str, tokens: int) -> None:
         """1 write to a random shard."""
         expire = datetime.now(UTC) + timedelta(days=3)
         shard = self.ref(day, random.randrange(self.shards))  # noqa: S311 - spreading load, not secrecy
-        self.db.set(shard, {"tokens": Increment(tokens), "expireAt": expire}, merge=True)
+        shard.set({"tokens": firestore.Increment(tokens), "expireAt": expire}, merge=True, **writing())
 
     def read(self, day: str) -> int:
-        """The exact total: one read per shard that exists."""
+        """The exact total: one read per shard (get_all: one round trip)."""
         refs = [self.ref(day, n) for n in range(self.shards)]
-        return sum(int(s.data.get("tokens") or 0) for s in self.db.get_all(refs) if s.exists)
+        snapshots = self.db.get_all(refs, **reading())
+        return sum(int((s.to_dict() or {}).get("tokens") or 0) for s in snapshots if s.exists)
 
     def spent(self, day: str) -> int:
         """Today's total, at most CACHE seconds old."""
@@ -135,9 +151,9 @@ class Budget:
 class Pauses:
     """Which users an admin paused, and until when: one document, cached."""
 
-    def __init__(self, db: Firestore, cache_seconds: float) -> None:
-        self.db, self.ref = db, "controls/pause"
-        self.cached = Cached(cache_seconds, lambda: self.db.get(self.ref).data)
+    def __init__(self, db: firestore.Client, cache_seconds: float) -> None:
+        self.db, self.ref = db, db.document("controls/pause")
+        self.cached = Cached(cache_seconds, lambda: self.ref.get(**reading()).to_dict() or {})
 
     def until(self, ids: frozenset[str], now: datetime) -> datetime | None:
         """The end of the pause that covers one of these ids (or everyone), if any is running."""
@@ -150,13 +166,13 @@ class Pauses:
     def pause(self, user: str | None, until: datetime) -> None:
         """1 write: everyone (`user` None) or one id."""
         change = {"all": until} if user is None else {"users": {doc_id(user): until}}
-        self.db.set(self.ref, change, merge=True)
+        self.ref.set(change, merge=True, **writing())
         self.cached.forget()
 
     def resume(self, user: str | None) -> None:
         """1 write: every pause ends (`user` None), or that id's."""
         if user is None:
-            self.db.set(self.ref, {})
+            self.ref.set({}, **writing())
         else:
-            self.db.set(self.ref, {"users": {doc_id(user): DELETE_FIELD}}, merge=True)
+            self.ref.set({"users": {doc_id(user): firestore.DELETE_FIELD}}, merge=True, **writing())
         self.cached.forget()

@@ -4,6 +4,8 @@ One document per user: {turns: [{role, content, messageId}], resetBy, expireAt}.
 a server-side array union, so concurrent messages of one user never overwrite each other; when
 the budget must drop old turns, the trimmed list is written with a precondition on the version
 that was read, and falls back to the union (trimming next time) if another turn came first.
+A write the client retries after its answer was lost adds no turn twice (the union holds equal
+turns once); its `Increment` counters may count that turn twice.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.api_core.exceptions import FailedPrecondition
+from google.cloud import firestore
+
 from common.store.claims import doc_id
-from common.store.firestore_rest import Firestore, PreconditionFailed
-from common.store.firestore_values import DELETE_FIELD, ArrayUnion
+from common.store.db import reading, writing
 
 COLLECTION = "conversations"
 Turn = dict[str, str]  # {"role": "user"|"assistant", "content": …, "messageId": …}
@@ -23,6 +27,10 @@ Turn = dict[str, str]  # {"role": "user"|"assistant", "content": …, "messageId
 def path(user: str) -> str:
     """The user's conversation document (history, daily counters, voice choice)."""
     return f"{COLLECTION}/{doc_id(user)}"
+
+
+def ref(db: firestore.Client, user: str) -> firestore.DocumentReference:
+    return db.document(path(user))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +56,7 @@ class Budget:
 @dataclass(frozen=True, slots=True)
 class Conversation:
     turns: list[Turn]
-    version: str | None  # the document's update time, for a conditional write; None if it does not exist
+    version: datetime | None  # the document's update time, for a conditional write; None if it does not exist
     reset_by: str | None = None  # hash of the /reset message that last emptied it
     counters: dict[str, Any] = field(default_factory=dict)  # the usage* fields (guardrails)
     voice: str | None = None  # the user's `/voice on|off` (common/responder/voice_reply.py)
@@ -62,12 +70,12 @@ class Conversation:
 
 
 class History:
-    def __init__(self, db: Firestore, budget: Budget, ttl: timedelta) -> None:
+    def __init__(self, db: firestore.Client, budget: Budget, ttl: timedelta) -> None:
         self.db, self.budget, self.ttl = db, budget, ttl
 
     def load(self, user: str) -> Conversation:
-        snapshot = self.db.get(path(user))  # 1 read
-        data = snapshot.data
+        snapshot = ref(self.db, user).get(**reading())  # 1 read
+        data = snapshot.to_dict() or {}
         turns = [
             t for t in data.get("turns", []) if isinstance(t, dict) and isinstance(t.get("content"), str)
         ]
@@ -86,17 +94,18 @@ class History:
     ) -> None:
         """Add the new turns in 1 write; trim to the budget when the document has not moved.
         `fields` (the guardrails' daily counters) go into the same write."""
-        ref, now, fields = path(user), datetime.now(UTC), fields or {}
+        document, now, fields = ref(self.db, user), datetime.now(UTC), fields or {}
         kept = self.budget.trim([*conversation.turns, *new_turns])
         if conversation.version is not None and len(kept) < len(conversation.turns) + len(new_turns):
             try:
                 trimmed = {"turns": kept, "expireAt": now + self.ttl, **fields}
-                self.db.update(ref, trimmed, conversation.version)
+                option = self.db.write_option(last_update_time=conversation.version)
+                document.update(trimmed, option=option, **writing())
                 return
-            except PreconditionFailed:
+            except FailedPrecondition:
                 pass  # another turn landed since we read: append now, trim next time
-        added = {"turns": ArrayUnion(new_turns), "expireAt": now + self.ttl, **fields}
-        self.db.set(ref, added, merge=True)
+        added = {"turns": firestore.ArrayUnion(new_turns), "expireAt": now + self.ttl, **fields}
+        document.set(added, merge=True, **writing())
 
     def reset(self, user: str, message_id: str, retry: bool = False) -> None:
         """Forget the user's turns (1 write), marking which /reset did it. A retried /reset (a
@@ -108,14 +117,16 @@ class History:
         expire = datetime.now(UTC) + self.ttl
         # merged: the day's usage counters survive a /reset (it is no way around a daily limit);
         # the /voice choice goes with the conversation
-        emptied = {"turns": [], "resetBy": mark, "expireAt": expire, "voice": DELETE_FIELD}
-        self.db.set(path(user), emptied, merge=True)
+        emptied = {"turns": [], "resetBy": mark, "expireAt": expire, "voice": firestore.DELETE_FIELD}
+        ref(self.db, user).set(emptied, merge=True, **writing())
 
     def choose_voice(self, user: str, choice: str) -> None:
         """Store the user's `/voice on|off` with their conversation (1 write)."""
-        self.db.set(path(user), {"voice": choice, "expireAt": datetime.now(UTC) + self.ttl}, merge=True)
+        chosen = {"voice": choice, "expireAt": datetime.now(UTC) + self.ttl}
+        ref(self.db, user).set(chosen, merge=True, **writing())
 
     def voice(self, user: str) -> str | None:
         """The user's `/voice` choice alone (1 read of one field), when no turn loaded it."""
-        choice = self.db.get(path(user), fields=["voice"]).data.get("voice")
+        snapshot = ref(self.db, user).get(field_paths=["voice"], **reading())
+        choice = (snapshot.to_dict() or {}).get("voice")
         return choice if isinstance(choice, str) else None

@@ -396,35 +396,3 @@ class FakeGoogleSpeech(FakeServer):
         lines = [{"result": []}, {"result": result, "result_index": 0}]  # the chunked shape Google sends
         body = "\n".join(json.dumps(line) for line in lines) + "\n"
         return Answer(200, body.encode(), {"Content-Type": "application/json; charset=utf-8"})
-
-
-class FakeMetadata(FakeServer):
-    """The GCE/Cloud Run metadata server's token endpoint (what GCE_METADATA_HOST points at), and
-    an OAuth token endpoint (`/token`) for a developer's ADC file to refresh against."""
-
-    TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
-
-    def __init__(self) -> None:
-        self.expires_in = 3599  # seconds, as the metadata server says
-        self.flavor = "Google"  # the Metadata-Flavor header it answers with ("" : none)
-        self._tokens = itertools.count(1)
-        super().__init__()
-
-    @property
-    def host(self) -> str:
-        return self.url.removeprefix("http://")
-
-    def token_requests(self) -> list[Recorded]:
-        return [r for r in list(self.requests) if r.path == self.TOKEN_PATH]
-
-    def route(self, request: Recorded) -> Answer:
-        if request.method == "GET" and request.path == self.TOKEN_PATH:
-            if request.headers.get("Metadata-Flavor") != "Google":
-                return Answer(403, {"error": "Missing Metadata-Flavor:Google header"})
-            token = {"access_token": f"ya29.metadata-{next(self._tokens)}", "token_type": "Bearer"}
-            headers = {"Metadata-Flavor": self.flavor} if self.flavor else {}
-            return Answer(200, {**token, "expires_in": self.expires_in}, headers)
-        if request.method == "POST" and request.path == "/token":
-            token = {"access_token": f"ya29.adc-{next(self._tokens)}", "token_type": "Bearer"}
-            return Answer(200, {**token, "expires_in": 3599})
-        return Answer(404, {"error": "not found"})
