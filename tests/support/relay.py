@@ -51,7 +51,7 @@ class Relay:
         self.outage(refuse=True)
         threading.Timer(seconds, self.restore).start()
 
-    def lose_answer(self, after: float = 0.5) -> None:
+    def lose_answer(self, after: float = 1.0) -> None:
         """The next request reaches the target, its answer never comes back: from now on what the
         target sends is dropped, and `after` seconds after the client next sends something every
         connection is cut (the client sees the call fail, as when a network path breaks)."""
