@@ -46,7 +46,7 @@ class VoiceQuota:
         return replace(envelope, media=None, refused=OVER_AUDIO_LIMIT)
 
     def _seconds_used(self, user: str) -> float:
-        """Today's voice seconds so far (1 read of one field). The store (google-cloud-firestore)
+        """Today's voice seconds so far (1 read, of two fields). The store (google-cloud-firestore)
         is imported and its client made on the first read: a transcriber without
         MAX_AUDIO_SECONDS_PER_DAY never loads it."""
         from common.store import db, history
