@@ -4,7 +4,8 @@ The loopback Graph API answers each code of the policy table in docs/architectur
 must retry (500: Pub/Sub redelivers) or acknowledge (200) exactly as the table says. Token and
 permission codes are an outage in both: retried, with one ERROR line with `alert="graph_auth"` an
 alert can match, never a failure envelope or an apology. A Graph API that stalls past
-GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names another host or plain http never gets the token, and the user still hears the voice-failure reply.
+GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names another host or plain
+http never gets the token, and the user still hears the voice-failure reply.
 """
 
 from __future__ import annotations
