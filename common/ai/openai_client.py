@@ -99,8 +99,10 @@ def failure(exc: BaseException) -> Failure | None:
         return None
     if isinstance(exc, openai.APIConnectionError):  # timeouts too
         return Failure(Kind.BUSY, None)
-    if not isinstance(exc, openai.APIStatusError):
-        return Failure(Kind.REFUSED, None) if isinstance(exc, openai.APIError) else None
+    if not isinstance(exc, openai.APIError):
+        return None
+    if not isinstance(exc, openai.APIStatusError):  # e.g. an answer that does not parse
+        return Failure(Kind.REFUSED, getattr(exc, "status_code", None))
     status, code, kind = exc.status_code, exc.code, exc.type
     found = {"status": status, "code": code, "type": kind, "request_id": exc.request_id}
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
