@@ -2,9 +2,10 @@
 
 The loopback Graph API answers each code of the policy table in docs/architecture.md; the functions
 must retry (500: Pub/Sub redelivers) or acknowledge (200) exactly as the table says. Token and
-permission codes are an outage: one ERROR line with `alert="graph_auth"` an alert can match. A Graph
-API that stalls past GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names
-another host or plain http never gets the token, and the user still hears the voice-failure reply.
+permission codes are an outage in both: retried, with one ERROR line with `alert="graph_auth"` an
+alert can match, never a failure envelope or an apology. A Graph API that stalls past
+GRAPH_TIMEOUT_SECONDS counts as a timeout (retried). A media url that names another host or plain
+http never gets the token, and the user still hears the voice-failure reply.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def test_transcriber_retries_what_the_table_retries(
     assert published(topics).text == "a transcript from the fake"
 
 
-@pytest.mark.parametrize("row", ACKNOWLEDGED + AUTH, ids=label)
+@pytest.mark.parametrize("row", ACKNOWLEDGED, ids=label)
 def test_transcriber_answers_media_unavailable_for_what_a_retry_cannot_fix(
     transcriber: FunctionProcess, graph: FakeGraph, topics: Topics, row: tuple[int, int | None]
 ) -> None:
@@ -161,23 +162,21 @@ def test_transcriber_answers_media_unavailable_for_what_a_retry_cannot_fix(
     assert deliver(transcriber, note) == 200
     assert published(topics).transcription_error == "media_unavailable"
     assert graph.downloads() == []
-    if row in AUTH:  # an outage: one line the alert of docs/logs.md matches
-        assert len(alerts(transcriber, row[1])) >= 1  # type: ignore[arg-type]
 
 
-def test_transcriber_alerts_on_token_error_190_and_the_user_hears_the_voice_failure_reply(
-    transcriber: FunctionProcess, responder: FunctionProcess, graph: FakeGraph, topics: Topics
+@pytest.mark.parametrize("row", AUTH, ids=label)
+def test_transcriber_raises_on_token_or_permission_errors_with_one_alert_line(
+    transcriber: FunctionProcess, graph: FakeGraph, topics: Topics, row: tuple[int, int | None]
 ) -> None:
-    before = len(alerts(transcriber, 190))
+    """An outage, not a bad note: no failure envelope (no apology), redelivered until it is fixed."""
+    before = len(alerts(transcriber, row[1]))  # type: ignore[arg-type]
     note = voice_note(graph)
-    graph.fail(f"/{graph.version}/{note.media.id}", 401, graph_error(190, "Invalid OAuth access token."))  # type: ignore[union-attr]
-    assert deliver(transcriber, note) == 200
-    failure = published(topics)
-    assert failure.transcription_error == "media_unavailable"
-    assert len(alerts(transcriber, 190)) == before + 1
-    assert deliver(responder, failure) == 200
-    [sent] = graph.sent()
-    assert sent["text"]["body"] == DEFAULTS["VOICE_FAILED_TEXT"]
+    graph.fail(f"/{graph.version}/{note.media.id}", row[0], body(*row))  # type: ignore[union-attr]
+    assert deliver(transcriber, note) == 500
+    assert len(alerts(transcriber, row[1])) == before + 1  # type: ignore[arg-type]
+    assert topics.nothing_on(TOPIC_TEXT)
+    assert deliver(transcriber, note) == 200  # the token works again
+    assert published(topics).transcript is True
 
 
 @pytest.mark.parametrize("where", ["info", "download"])

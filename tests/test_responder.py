@@ -100,7 +100,7 @@ def test_a_text_is_answered_once_quoted_after_a_read_receipt(
     assert read["typing_indicator"] == {"type": "text"}
     [chat] = model.chats()
     assert chat["model"] == "test-model"
-    assert chat["max_tokens"] == 3072  # derived: 3 parts (MAX_REPLY_PARTS) of 4096 chars, ~4 chars a token
+    assert chat["max_completion_tokens"] == 3072  # 3 parts (MAX_REPLY_PARTS) of 4096 chars, ~4 chars a token
     assert chat["messages"][0] == {"role": "system", "content": DEFAULTS["SYSTEM_PROMPT"]}
 
 
@@ -203,8 +203,8 @@ def test_openai_500_then_success_gives_one_reply(
 def test_openai_400_gets_an_apology_and_no_retry_loop(
     responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
 ) -> None:
-    error = {
-        "error": {"message": "Invalid model", "type": "invalid_request_error", "code": "model_not_found"}
+    error = {  # this request's own fault (a mistyped OPENAI_MODEL is an outage: test_openai_outages)
+        "error": {"message": "Invalid content", "type": "invalid_request_error", "code": "invalid_value"}
     }
     model.fail("/chat/completions", 400, error, times=5)
     envelope = text("hi")
@@ -230,7 +230,7 @@ def test_an_over_long_context_is_trimmed_and_tried_once_more(
     model.fail("/chat/completions", 400, error)
     assert deliver(responder, text("and now?")) == 200
     full, trimmed = model.chats()[-2:]
-    assert full["max_tokens"] == trimmed["max_tokens"] == 3072
+    assert full["max_completion_tokens"] == trimmed["max_completion_tokens"] == 3072
     assert len(full["messages"]) == 8
     assert len(trimmed["messages"]) == 4
     assert graph.sent()[-1]["text"]["body"].startswith("echo: and now?")
@@ -422,7 +422,7 @@ def test_voice_mode_conversation_makes_the_transcript_the_users_turn(
     assert deliver(tuned, envelope) == 200
     [chat] = model.chats()
     assert chat["messages"][-1] == {"role": "user", "content": "what should I cook tonight"}
-    assert chat["max_tokens"] == 77  # OPENAI_MAX_TOKENS
+    assert chat["max_completion_tokens"] == 77  # OPENAI_MAX_TOKENS
 
 
 def test_claims_and_conversations_expire_and_claims_hold_no_message_id(

@@ -1,8 +1,12 @@
-"""The chat model (OpenAI's /chat/completions); failures sorted into 'retry later' and 'give up'.
+"""The chat model (the openai SDK's chat.completions); failures sorted into 'retry later' and 'give up'.
 
-common/ai/openai_api.py makes the call (OPENAI_BASE_URL, OPENAI_API_KEY: any OpenAI-compatible server
-works). The retries of 429/5xx/timeouts (`OPENAI_MAX_RETRIES`) are made here rather than by the
-client, so that each call's timeout and the back-off between calls are cut to the attempt's deadline.
+common/ai/openai_client.py holds the client (OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_ORG_ID,
+OPENAI_PROJECT_ID: any OpenAI-compatible server works) and sorts its errors. The retries of
+429/5xx/timeouts (`OPENAI_MAX_RETRIES`) are made by `openai_client.within`, one SDK try at a time,
+so that each try's timeout and the pauses between them are cut to the attempt's deadline. A key,
+permission, quota or model-name failure is an outage: alerted and retried by Pub/Sub, never
+answered with an apology. The answer is capped with `max_completion_tokens`, which current
+models take (some refuse `max_tokens`).
 """
 
 from __future__ import annotations
@@ -12,18 +16,13 @@ import time
 from typing import Any
 
 from common import config, log
-from common.ai.openai_api import OpenAIClient, StatusError, Unreachable, within
-
-CONTEXT_ERROR_HINTS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "too many tokens",
-    "context window",
-)
+from common.ai import openai_client
+from common.ai.openai_client import Kind
 
 
 class ModelUnavailable(Exception):
-    """Rate limited, 5xx, timeout or unreachable after the retries: Pub/Sub should retry."""
+    """Rate limited, 5xx, timeout or unreachable after the retries, or an outage of the key, its
+    permissions, the quota or OPENAI_MODEL (alerted): Pub/Sub should retry."""
 
 
 class ContextTooLong(Exception):
@@ -31,11 +30,11 @@ class ContextTooLong(Exception):
 
 
 class ModelRefused(Exception):
-    """Any other 4xx (bad key, unknown model, content policy): a retry cannot fix it."""
+    """Any other 4xx (this request's content, a policy): a retry cannot fix it."""
 
-    def __init__(self, status: int, code: str | None) -> None:
-        super().__init__(f"model refused: {status} {code}")
-        self.status, self.code = status, code
+    def __init__(self, status: int | None, code: str | None, request_id: str | None = None) -> None:
+        super().__init__(f"model refused: {status} {code} (request {request_id})")
+        self.status, self.code, self.request_id = status, code, request_id
 
 
 class Completion(str):
@@ -44,11 +43,11 @@ class Completion(str):
     tokens: int = 0
 
 
-def _completion(response: dict[str, Any]) -> Completion:
-    """The first choice's text and the `usage` total of a /chat/completions answer."""
-    choices = response.get("choices") or [{}]
-    answer = Completion(((choices[0].get("message") or {}).get("content") or "").strip())
-    answer.tokens = int((response.get("usage") or {}).get("total_tokens") or 0)
+def _completion(response: Any) -> Completion:
+    """The first choice's text and the `usage` total of a ChatCompletion."""
+    message = response.choices[0].message if response.choices else None
+    answer = Completion(((message.content if message else None) or "").strip())
+    answer.tokens = int(getattr(response.usage, "total_tokens", 0) or 0)
     return answer
 
 
@@ -58,7 +57,9 @@ class ChatModel:
         self.timeout = config.number("OPENAI_TIMEOUT_SECONDS", 30)
         self.retries = int(config.number("OPENAI_MAX_RETRIES", 2))
         self.max_tokens = int(config.number("OPENAI_MAX_TOKENS", 1024))
-        self.client = OpenAIClient(max_retries=0)  # the retries are complete()'s
+        # The instance's one client, built with its other clients (in the responder, while the
+        # cold start's collector pause lasts: common/startup.py), not at the first call.
+        self.client = openai_client.client()
 
     def complete(
         self,
@@ -73,7 +74,15 @@ class ChatModel:
         once = functools.partial(
             self._complete_once, messages, deadline, model or self.model, timeout or self.timeout
         )
-        return within(deadline, self.retries, ModelUnavailable, once)
+        try:
+            return _completion(openai_client.within(deadline, self.retries, once))
+        except openai_client.sdk_errors() as exc:
+            found = openai_client.settle(exc, model=model or self.model)  # an outage: alerted
+            if found.kind is Kind.TOO_LONG:
+                raise ContextTooLong(str(found)) from exc
+            if found.kind is Kind.REFUSED:
+                raise ModelRefused(found.status, found.code, found.request_id) from exc
+            raise ModelUnavailable(str(found)) from exc
 
     def answer(
         self,
@@ -98,23 +107,13 @@ class ChatModel:
 
     def _complete_once(
         self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float
-    ) -> Completion:
+    ) -> Any:
+        """One SDK try, no retries of its own, within what is left of the attempt."""
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
-        body = {"model": model, "messages": messages, "max_tokens": self.max_tokens}
-        try:
-            response = self.client.chat(body, timeout=min(timeout, left))
-        except Unreachable as exc:
-            raise ModelUnavailable(str(exc)) from exc
-        except StatusError as exc:
-            if exc.busy:
-                raise ModelUnavailable(str(exc.status)) from exc
-            text = f"{exc.code} {exc.type} {exc.message}".lower()
-            if exc.status == 400 and any(hint in text for hint in CONTEXT_ERROR_HINTS):
-                raise ContextTooLong(str(exc.code)) from exc
-            raise ModelRefused(exc.status, exc.code) from exc
-        return _completion(response)
+        chat = self.client.with_options(timeout=min(timeout, left), max_retries=0).chat
+        return chat.completions.create(model=model, messages=messages, max_completion_tokens=self.max_tokens)
 
 
 def _left(deadline: float | None) -> float:

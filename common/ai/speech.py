@@ -1,11 +1,12 @@
-"""Text -> a WhatsApp voice note through OpenAI's /audio/speech, sorted into retry / give up.
+"""Text -> a WhatsApp voice note through the openai SDK's audio.speech, sorted into retry / give up.
 
 Asks for `response_format="opus"` and keeps the bytes as they come when they already are what
 WhatsApp plays as a voice note (OGG/Opus, mono, at most MAX_BYTES); anything else is re-encoded
 once with ffmpeg at VOICE_REPLY_BITRATE (common/ai/oggopus.py). 429, 5xx and timeouts are retried
-here within the attempt's deadline (`OPENAI_MAX_RETRIES`), as the chat model's are, and then
-become SpeechUnavailable (Pub/Sub redelivers); any other 4xx, or audio that cannot become a
-voice note, is SpeechRefused (the reply goes out as text).
+within the attempt's deadline (`OPENAI_MAX_RETRIES`), as the chat model's are, and then become
+SpeechUnavailable (Pub/Sub redelivers), as does an outage (key, permission, quota, TTS_MODEL not
+found: alerted, common/ai/openai_client.py); any other 4xx, or audio that cannot become a voice
+note, is SpeechRefused (the reply goes out as text).
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import time
 from dataclasses import dataclass
 
 from common import config
-from common.ai import oggopus
-from common.ai.openai_api import OpenAIClient, StatusError, Unreachable, within
+from common.ai import oggopus, openai_client
+from common.ai.openai_client import Kind
 
 MAX_BYTES = 500 * 1024  # WhatsApp shows the voice-note player up to about 512 KB: keep a margin
 MAX_INPUT_CHARS = 4096  # audio.speech's input limit
 
 
 class SpeechUnavailable(Exception):
-    """Rate limited, 5xx, timeout or unreachable after the retries: Pub/Sub should retry."""
+    """Rate limited, 5xx, timeout or unreachable after the retries, or an outage (alerted):
+    Pub/Sub should retry."""
 
 
 class SpeechRefused(Exception):
@@ -44,7 +46,7 @@ class Speech:
         self.bitrate = config.get("VOICE_REPLY_BITRATE") or "24k"
         self.timeout = config.number("TTS_TIMEOUT_SECONDS", 30)
         self.retries = int(config.number("OPENAI_MAX_RETRIES", 2))
-        self.client = OpenAIClient(max_retries=0)  # the retries are _speak()'s
+        self.client = openai_client.client()  # the instance's one client (shared with the chat model)
 
     def voice_note(self, text: str, deadline: float) -> VoiceNote:
         """Speak `text` (at most MAX_INPUT_CHARS) as a voice note, all before `deadline`."""
@@ -64,20 +66,22 @@ class Speech:
         return VoiceNote(data, found.seconds, reencoded=True)
 
     def _speak(self, text: str, deadline: float) -> bytes:
-        return within(deadline, self.retries, SpeechUnavailable, lambda: self._speak_once(text, deadline))
+        try:
+            return openai_client.within(deadline, self.retries, lambda: self._speak_once(text, deadline))
+        except openai_client.sdk_errors() as exc:
+            found = openai_client.settle(exc, model=self.model)  # an outage: alerted
+            if found.kind in (Kind.BUSY, Kind.OUTAGE):
+                raise SpeechUnavailable(str(found)) from exc
+            raise SpeechRefused(str(found)) from exc
 
     def _speak_once(self, text: str, deadline: float) -> bytes:
+        """One SDK try, no retries of its own, within what is left of the attempt."""
         left = deadline - time.monotonic()
         if left < 1:
             raise SpeechUnavailable("no time left in this attempt")
-        body = {"model": self.model, "voice": self.voice, "input": text, "response_format": "opus"}
-        if self.instructions:
-            body["instructions"] = self.instructions
-        try:
-            return self.client.speech(body, timeout=min(self.timeout, left))
-        except Unreachable as exc:
-            raise SpeechUnavailable(str(exc)) from exc
-        except StatusError as exc:
-            if exc.busy:
-                raise SpeechUnavailable(str(exc.status)) from exc
-            raise SpeechRefused(f"{exc.status} {exc.code}") from exc
+        extra = {"instructions": self.instructions} if self.instructions else {}
+        speech = self.client.with_options(timeout=min(self.timeout, left), max_retries=0).audio.speech
+        answer = speech.create(
+            model=self.model, voice=self.voice, input=text, response_format="opus", **extra
+        )
+        return answer.content

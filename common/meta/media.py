@@ -22,7 +22,7 @@ UNAVAILABLE = "media_unavailable"  # the Graph API refused it for good, or named
 
 
 class Unfetchable(Exception):
-    """A retry cannot help: `reason` is TOO_LARGE or UNAVAILABLE."""
+    """A retry cannot help (this media, not the token): `reason` is TOO_LARGE or UNAVAILABLE."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -46,7 +46,8 @@ class Buffered:
 def fetch(graph: GraphClient, media_id: str, limit: int) -> Media:
     """The media's bytes, at most `limit` of them; Unfetchable for what a retry cannot fix.
 
-    A retriable GraphError (timeouts, 5xx, throttling) propagates for Pub/Sub to redeliver.
+    A retriable GraphError (timeouts, 5xx, throttling) propagates for Pub/Sub to redeliver, and so
+    does a token or permission error (an outage, alerted here): a retry after the fix gets the media.
     """
     found = fetch_buffer(graph, media_id, limit)
     return Media(bytes(found.data), found.mime_type)  # the copy replaces the buffer, as a join would
@@ -73,10 +74,10 @@ def fetch_buffer(
         log.error("media download url refused: the token goes nowhere else", host=exc.host, scheme=exc.scheme)
         raise Unfetchable(UNAVAILABLE, exc.title) from exc
     except GraphError as exc:
-        if exc.retriable:
-            raise
         if exc.auth:
             alert_auth(exc)
+        if exc.retriable or exc.auth:
+            raise
         raise Unfetchable(UNAVAILABLE, str(exc)) from exc
 
 

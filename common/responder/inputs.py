@@ -23,7 +23,7 @@ from typing import Any
 from common import config, log
 from common.bus.envelope import Card, Envelope, Place
 from common.meta import filefacts, media
-from common.meta.graph import GraphClient, GraphError
+from common.meta.graph import GraphClient
 from common.responder.media_memory import MediaMemory, data_url
 from common.responder.texts import Texts
 
@@ -202,9 +202,7 @@ class Inputs:
         assert envelope.media is not None
         try:
             return media.fetch_buffer(self.graph, envelope.media.id, limit, reserve)
-        except media.Unfetchable as exc:
-            if isinstance(exc.__cause__, GraphError) and exc.__cause__.auth:
-                raise exc.__cause__ from None  # an outage (already alerted): retried, never answered
+        except media.Unfetchable as exc:  # a token error is a GraphError: retried, never answered
             log.warning(
                 "media not read", message_id=envelope.message_id, type=envelope.type, reason=exc.reason
             )

@@ -13,14 +13,14 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import InternalServerError
 
 from common import log, startup  # startup before the SDKs: pauses the collector
-from common.ai.openai_api import base_url
+from common.ai import openai_client
 from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered
 from common.responder import voice_reply
 from common.responder.responder import Responder, RetryLater, timing
 
 timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
 voice_reply.settings()  # and a voice setting it could not act on
-base_url()  # and an OPENAI_BASE_URL the API key may not be sent to
+openai_client.base_url()  # and an OPENAI_BASE_URL the API key may not be sent to
 _responder: Responder | None = None  # clients created once per instance, on first use
 _lock = threading.Lock()  # instances serve several requests at once: create them only once
 

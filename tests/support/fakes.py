@@ -300,7 +300,8 @@ def echo_model(messages: list[dict[str, Any]]) -> str:
 
 
 class FakeOpenAI(FakeServer):
-    """Chat completions and audio transcriptions, in OpenAI's wire format."""
+    """Chat completions, speech and audio transcriptions, in OpenAI's wire format (what the openai
+    SDK sends and parses)."""
 
     def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = echo_model) -> None:
         self._default_answer = answer
@@ -322,6 +323,12 @@ class FakeOpenAI(FakeServer):
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
+
+    def _answer(self, request: Recorded) -> Answer:
+        """Every answer, failures too, carries a request id, as OpenAI's do (`x-request-id`)."""
+        answer = super()._answer(request)
+        answer.headers = {"x-request-id": f"req_fake{len(self.requests):04d}", **answer.headers}
+        return answer
 
     def chats(self) -> list[dict[str, Any]]:
         return [r.json() for r in list(self.requests) if r.path.endswith("/chat/completions")]

@@ -3,7 +3,7 @@
 From an entry file (a function's main.py) the walk follows only the code that can run: importing a
 module runs its top-level statements (and its packages'); a top-level def or class (a "unit", with
 its methods) runs when something reached names it: `decode.to_ogg_opus(...)`, `_pydub()`,
-`from common.ai.openai_api import base_url`. Lazy imports inside a unit count where the unit is reached,
+`from common.ai.openai_client import base_url`. Lazy imports inside a unit count where the unit is reached,
 so the transcriber's openai path is told apart from its SpeechRecognition backends, which live in
 the same modules. Imports are mapped to distributions with the venv's own metadata.
 """

@@ -60,7 +60,8 @@ class Audio:
 def fetch(graph: GraphClient, media_id: str, limit: int) -> Audio:
     """The voice note through common.meta.media, told by its bytes; Failed for what a retry cannot fix.
 
-    A retriable GraphError (timeouts, 5xx, throttling) propagates for Pub/Sub to redeliver.
+    A retriable GraphError (timeouts, 5xx, throttling) or a token error (an outage, alerted)
+    propagates for Pub/Sub to redeliver.
     """
     try:
         fetched = media.fetch(graph, media_id, limit)

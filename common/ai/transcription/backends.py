@@ -1,8 +1,9 @@
 """The speech backends chosen by TRANSCRIBE_BACKEND: `openai`, `google` and `sphinx` (offline).
 
 Each one turns `Audio` into text, raises Failed for what a retry cannot fix and Unavailable for
-what it can. The SpeechRecognition ones import their libraries when they are built, never when this
-module is imported; the openai one needs only requests (common/ai/openai_api.py).
+what it can. Each imports its libraries when it is built (at the first event), never when this
+module is imported: SpeechRecognition for google and sphinx, the openai SDK for openai, whose
+client is the instance's one (common/ai/openai_client.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import warnings
 from typing import Any, Protocol
 
 from common import config, log
-from common.ai.openai_api import OpenAIClient, StatusError, Unreachable, base_url
+from common.ai import openai_client
+from common.ai.openai_client import Kind
 from common.ai.transcription import decode
 from common.ai.transcription.audio import Audio
 from common.ai.transcription.errors import NO_SPEECH, REJECTED, TOO_LARGE, Failed, Unavailable
 
 OPENAI_TIMEOUT = 60.0  # seconds per request (OPENAI_TIMEOUT_SECONDS): audio takes longer than chat
-OPENAI_MAX_RETRIES = 2  # the client's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
+OPENAI_MAX_RETRIES = 2  # the SDK's own retries of 429/5xx/timeouts (OPENAI_MAX_RETRIES)
 GOOGLE_TIMEOUT = 30  # seconds; SpeechRecognition waits forever by default
 # SpeechRecognition's own default is plain http; its shared demo key is for trying things out only.
 GOOGLE_ENDPOINT = "https://www.google.com/speech-api/v2/recognize"
@@ -31,7 +33,9 @@ class Backend(Protocol):
 
 
 class OpenAIBackend:
-    """OpenAI's transcription API: the bytes go as they are, OGG/Opus named `voice.ogg`."""
+    """OpenAI's transcription API: the bytes go as they are, OGG/Opus named `voice.ogg`. There is
+    no attempt deadline here, so the SDK makes the retries itself. An outage (key, permission,
+    quota, TRANSCRIBE_MODEL not found) is alerted and Unavailable: the note waits, never lost."""
 
     name = "openai"
 
@@ -42,8 +46,8 @@ class OpenAIBackend:
         timeout: float = OPENAI_TIMEOUT,
         retries: int = OPENAI_MAX_RETRIES,
     ) -> None:
-        self.model, self.max_seconds, self.timeout = model, max_seconds, timeout
-        self.client = OpenAIClient(max_retries=retries)
+        self.model, self.max_seconds, self.timeout, self.retries = model, max_seconds, timeout, retries
+        self.client = openai_client.client()  # the instance's one client, built with the transcriber
 
     def transcribe(self, audio: Audio) -> str:
         if audio.format.openai_ext:  # no conversion: OpenAI reads OGG/Opus, m4a and mp3 as sent
@@ -52,15 +56,15 @@ class OpenAIBackend:
             upload = ("voice.ogg", decode.to_ogg_opus(audio, self.max_seconds), "audio/ogg")
         if len(upload[1]) > decode.OPENAI_MAX_BYTES:  # only when MAX_AUDIO_BYTES is set above it
             raise Failed(TOO_LARGE, f"{len(upload[1])} bytes, over OpenAI's 25 MB")
+        sdk = self.client.with_options(timeout=self.timeout, max_retries=self.retries)
         try:
-            result = self.client.transcription(self.model, upload, timeout=self.timeout)
-        except Unreachable as exc:  # timeouts too
-            raise Unavailable(f"openai: {exc}") from exc
-        except StatusError as exc:
-            if exc.busy:
-                raise Unavailable(f"openai: HTTP {exc.status}") from exc
-            raise Failed(REJECTED, f"openai: HTTP {exc.status} {exc.code}") from exc
-        text = (result.get("text") or "").strip()
+            result = sdk.audio.transcriptions.create(model=self.model, file=upload)
+        except openai_client.sdk_errors() as exc:
+            found = openai_client.settle(exc, model=self.model)  # an outage: alerted
+            if found.kind in (Kind.BUSY, Kind.OUTAGE):
+                raise Unavailable(f"openai: {found}") from exc
+            raise Failed(REJECTED, f"openai: {found}") from exc
+        text = (getattr(result, "text", None) or "").strip()
         if not text:
             raise Failed(NO_SPEECH, "openai returned an empty transcript")
         return text
@@ -143,7 +147,7 @@ def settings() -> str:
     if name not in ("openai", "google", "sphinx"):
         raise RuntimeError(f"TRANSCRIBE_BACKEND must be openai, google or sphinx, not {name!r}")
     if name == "openai":
-        base_url()
+        openai_client.base_url()
     return name
 
 
