@@ -140,12 +140,13 @@ env_vars() {
 }
 
 # Sizes per function; each overridable as NAME_KEY, e.g. RESPONDER_MEMORY=1Gi. Concurrency above
-# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio.
+# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio, and as many
+# instances as the responder: every message passes it, and a text must not queue behind others' notes.
 setting() {
   local var key index=0 sizes
   case $1 in #          MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES
     webhook) sizes=(512Mi 1 60s 20 0 10) ;;
-    transcriber) sizes=(1Gi 1 300s 4 0 5) ;;
+    transcriber) sizes=(1Gi 1 300s 4 0 10) ;;
     responder) sizes=(512Mi 1 120s 8 0 10) ;;
   esac
   for key in MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES; do
@@ -330,9 +331,8 @@ ensure_identity() {
     grant roles/secretmanager.secretAccessor "$member" "$(secret_name "$var")" secrets
   done
   case $name in
-    webhook)
-      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics
-      grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
+    webhook) # every message enters by the transcriber's topic (order per user across types)
+      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics ;;
     transcriber) grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
     responder) # Firestore has no per-collection IAM: datastore.user is its narrowest data role
       retry mutate projects add-iam-policy-binding "$PROJECT" --member="$member" \
@@ -406,7 +406,7 @@ write_env_file() {
   local name=$1 var
   yaml_entry GOOGLE_CLOUD_PROJECT "$PROJECT"
   yaml_entry THREADS "$(setting "$name" CONCURRENCY)" # Python serves concurrency with threads
-  [ "$name" = responder ] || yaml_entry TOPIC_TEXT "$TOPIC_TEXT"
+  [ "$name" != transcriber ] || yaml_entry TOPIC_TEXT "$TOPIC_TEXT"
   [ "$name" != webhook ] || yaml_entry TOPIC_AUDIO "$TOPIC_AUDIO"
   for var in $(env_vars "$name"); do
     [ -n "${!var:-}" ] || continue
@@ -620,6 +620,14 @@ preflight() {
   PUBSUB_AGENT="service-${number:-PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
 
+# SELECTED from the end of the pipeline to its start: responder, transcriber, webhook.
+downstream_first() {
+  local name
+  for name in responder transcriber webhook; do
+    case " $SELECTED " in *" $name "*) say "$name" ;; esac
+  done
+}
+
 deploy() {
   local name var vars=""
   RECREATE=""
@@ -634,7 +642,9 @@ deploy() {
   done
   ensure_messaging
   case " $SELECTED " in *" responder "*) ensure_firestore ;; esac
-  for name in $SELECTED; do
+  # Downstream first: each function understands what the one before it sends by the time that one
+  # is deployed (an older transcriber, given a text from the new webhook, would apologise for it).
+  for name in $(downstream_first); do
     ensure_identity "$name"
     if [ "$name" = webhook ]; then deploy_function webhook; else deploy_pushed "$name"; fi
     [ "$name" != responder ] || ensure_dead_letter_route
