@@ -64,7 +64,8 @@ class Transcriber:
         try:
             note = audio.fetch(self.graph, envelope.media.id, self.max_bytes)
             fetched = time.perf_counter()
-            length = decode.check_length(note, self.max_seconds)  # every backend: refused before decoding
+            length = decode.measure(note, self.max_seconds)  # what decodes, not what the header says
+            measured = time.perf_counter()
             text = self.backend.transcribe(note)
         except Failed as exc:
             log.warning("transcription failed", reason=exc.reason, detail=exc.detail, **ids)
@@ -74,9 +75,11 @@ class Transcriber:
             backend=self.backend.name,
             format=note.format.name,
             bytes=len(note.data),
+            audio_seconds=round(length, 1),
             characters=len(text),
             fetch_seconds=round(fetched - started, 3),
-            transcribe_seconds=round(time.perf_counter() - fetched, 3),
+            measure_seconds=round(measured - fetched, 3),
+            transcribe_seconds=round(time.perf_counter() - measured, 3),
             **ids,
         )
         return replace(envelope.with_transcript(text), audio_seconds=length)
