@@ -140,13 +140,12 @@ env_vars() {
 }
 
 # Sizes per function; each overridable as NAME_KEY, e.g. RESPONDER_MEMORY=1Gi. Concurrency above
-# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio, and as many
-# instances as the responder: every message passes it, and a text must not queue behind others' notes.
+# 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio.
 setting() {
   local var key index=0 sizes
   case $1 in #          MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES
     webhook) sizes=(512Mi 1 60s 20 0 10) ;;
-    transcriber) sizes=(1Gi 1 300s 4 0 10) ;;
+    transcriber) sizes=(1Gi 1 300s 4 0 5) ;;
     responder) sizes=(512Mi 1 120s 8 0 10) ;;
   esac
   for key in MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES; do
