@@ -4,8 +4,11 @@ With `dead_letters` (make dev) the subscriptions get deploy.sh's whole shape, se
 ordering, a dead-letter topic after `max_delivery_attempts`, retry back-off, an ack deadline of
 one attempt, 7 days' retention; dead letters (from either subscription: the transcriber's carries
 every message, texts too) are pushed to the responder (the apology route) and kept in a pull
-subscription for inspection. Without it (most tests): ordering and the ack deadline
-only, so that a nacked message comes back at once.
+subscription for inspection. The emulator, unlike Google's Pub/Sub, never dead-letters a message
+of an ordered push subscription: after the last attempt it just stops pushing it (locally the
+apology route is reached only from an unordered one; see tests/test_ordering.py). Without
+`dead_letters` (most tests): ordering and the ack deadline only, so that a nacked message comes
+back at once.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ A note's length is what decodes from it, never what its container states: a head
 of an hour, or nothing at all (WhatsApp's webhook and media metadata carry no duration either).
 `measure` decodes every note, on every backend, before it goes anywhere: 8 kHz samples streamed
 through a pipe and counted (none trimmed away as the container asks: KEEP_ALL), at most
-MAX_AUDIO_SECONDS + 1 s of them (`-t`, and `-fs` should the stream's timestamps lie too), about
-1.5 ms of CPU per second of audio. Its figure is the length
-MAX_AUDIO_SECONDS is held to and the one the daily voice limit counts; a note nothing decodes
-from has no length and is refused (UNDECODABLE: the user is asked to send it again or type it).
+MAX_AUDIO_SECONDS + 1 s of them (`-t`, and `-fs` should the stream's timestamps lie too): about
+2 ms a second of audio beside ffmpeg's start (~25 ms). Its figure is the length MAX_AUDIO_SECONDS
+is held to and the one the daily voice limit counts; a note nothing decodes from has no length
+and is refused (UNDECODABLE: the user is asked to send it again or type it).
 """
 
 from __future__ import annotations
