@@ -331,9 +331,8 @@ ensure_identity() {
     grant roles/secretmanager.secretAccessor "$member" "$(secret_name "$var")" secrets
   done
   case $name in
-    webhook)
-      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics
-      grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
+    webhook) # every message enters by the transcriber's topic (order per user across types)
+      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics ;;
     transcriber) grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
   esac
   # Firestore for every function that ships the store (the responder; the transcriber reads the
@@ -415,7 +414,7 @@ write_env_file() {
   local name=$1 var
   yaml_entry GOOGLE_CLOUD_PROJECT "$PROJECT"
   yaml_entry THREADS "$(setting "$name" CONCURRENCY)" # Python serves concurrency with threads
-  [ "$name" = responder ] || yaml_entry TOPIC_TEXT "$TOPIC_TEXT"
+  [ "$name" != transcriber ] || yaml_entry TOPIC_TEXT "$TOPIC_TEXT"
   if [ "$name" = responder ]; then
     # Its media turns share the instance's memory (common/responder/media_memory.py): tell it how much.
     yaml_entry INSTANCE_MEMORY "$(setting "$name" MEMORY)"
@@ -636,6 +635,14 @@ preflight() {
   PUBSUB_AGENT="service-${number:-PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 }
 
+# SELECTED from the end of the pipeline to its start: responder, transcriber, webhook.
+downstream_first() {
+  local name
+  for name in responder transcriber webhook; do
+    case " $SELECTED " in *" $name "*) say "$name" ;; esac
+  done
+}
+
 deploy() {
   local name var vars=""
   RECREATE=""
@@ -650,7 +657,9 @@ deploy() {
   done
   ensure_messaging
   case " $SELECTED " in *" responder "*) ensure_firestore ;; esac
-  for name in $SELECTED; do
+  # Downstream first: each function understands what the one before it sends by the time that one
+  # is deployed (an older transcriber, given a text from the new webhook, would apologise for it).
+  for name in $(downstream_first); do
     ensure_identity "$name"
     if [ "$name" = webhook ]; then deploy_function webhook; else deploy_pushed "$name"; fi
     [ "$name" != responder ] || ensure_dead_letter_route

@@ -1,9 +1,12 @@
 """The whole text path against its floor: webhook POST → reply at the Graph stand-in, and a fresh
 responder process from exec to its first reply.
 
-Ours: our webhook → Pub/Sub push → our responder (claim, read receipt, history, model, store,
-send, done). The floor chain: the floor webhook → push → the floor responder (model, send).
-Both against the same emulators and stand-ins, the model answering at once, rounds interleaved.
+Ours: our webhook → Pub/Sub push → our transcriber (which hands a text on: one publish) → push →
+our responder (claim, read receipt, history, model, store, send, done). Direct: the same without
+the transcriber's hop (the webhook's topic pushed straight to the responder, as before every
+message passed the transcriber's ordered topic): the difference is what keeping a user's order
+across types costs a text. The floor chain: the floor webhook → push → the floor responder (model,
+send). All against the same emulators and stand-ins, the model answering at once, rounds interleaved.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from bench.load import percentile
 from common.bus.envelope import Envelope
 from common.bus.events import event_for
 from local.emulators import free_port
-from local.functions import serve
+from local.functions import FunctionProcess, serve
 from local.topics import wire_push
 from tests.support.fakes import FakeGraph, Recorded
 from tests.support.meta import fixture, signed_headers
@@ -77,31 +80,42 @@ def _one_message(url: str, graph: FakeGraph, secret: str, session: requests.Sess
 
 def overhead(project: str, pubsub: str, env: dict[str, str], graph: FakeGraph, secret: str) -> dict[str, Any]:
     """p50/p95 of ours and the floor chain, messages interleaved; each the median over rounds."""
-    chains = {}
+    chains: dict[str, tuple[FunctionProcess, FunctionProcess]] = {}
+    transcriber = None
     try:
+        transcriber = serve("transcriber", env)
         chains["ours"] = (serve("webhook", env), serve("responder", env))
+        chains["direct"] = (serve("webhook", {**env, "TOPIC_AUDIO": "bench-direct"}), chains["ours"][1])
         floor_env = {**env, "TOPIC_TEXT": "bench-floor"}
         chains["floor"] = (
             serve("webhook", floor_env, source=HERE / "floor" / "webhook.py"),
             serve("responder", floor_env, source=HERE / "floor" / "responder.py"),
         )
-        routes = {env["TOPIC_TEXT"]: chains["ours"][1].url, "bench-floor": chains["floor"][1].url}
+        routes = {
+            env["TOPIC_AUDIO"]: transcriber.url,
+            env["TOPIC_TEXT"]: chains["ours"][1].url,
+            "bench-direct": chains["ours"][1].url,
+            "bench-floor": chains["floor"][1].url,
+        }
         wire_push(pubsub, project, routes)
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in chains}
         session = requests.Session()
         for _ in range(ROUNDS):  # message by message, alternating who goes first: same conditions
             values: dict[str, list[float]] = {name: [] for name in chains}
             for index in range(MESSAGES + WARM_UP):
-                for name in list(chains)[index % 2 :] + list(chains)[: index % 2]:
+                turn = index % len(chains)  # who goes first rotates
+                for name in list(chains)[turn:] + list(chains)[:turn]:
                     elapsed = _one_message(chains[name][0].url, graph, secret, session, index)
                     if index >= WARM_UP:  # the first few build the functions' clients
                         values[name].append(elapsed)
             for name, measured in values.items():
                 figures[name].append((statistics.median(measured), percentile(measured, 0.95)))
     finally:
-        for webhook, responder in chains.values():
-            webhook.stop()
-            responder.stop()
+        running = [transcriber] if transcriber else []
+        for chain in chains.values():  # `direct` shares the responder of `ours`
+            running += [f for f in chain if all(f is not r for r in running)]
+        for function in running:
+            function.stop()
     result: dict[str, Any] = {"messages": MESSAGES, "rounds": ROUNDS}
     for name, rounds in figures.items():
         result[name] = {
@@ -111,6 +125,8 @@ def overhead(project: str, pubsub: str, env: dict[str, str], graph: FakeGraph, s
         }
     result["p50_ours_over_floor"] = round(result["ours"]["p50_ms"] / result["floor"]["p50_ms"], 2)
     result["p95_ours_over_floor"] = round(result["ours"]["p95_ms"] / result["floor"]["p95_ms"], 2)
+    result["hop_p50_ms"] = round(result["ours"]["p50_ms"] - result["direct"]["p50_ms"], 1)
+    result["hop_p95_ms"] = round(result["ours"]["p95_ms"] - result["direct"]["p95_ms"], 1)
     return result
 
 
@@ -187,6 +203,30 @@ def responder_turn(env: dict[str, str], graph: FakeGraph) -> dict[str, Any]:
     result["p50_ours_over_floor"] = round(result["ours"]["p50_ms"] / result["floor"]["p50_ms"], 2)
     result["p95_ours_over_floor"] = round(result["ours"]["p95_ms"] / result["floor"]["p95_ms"], 2)
     return result
+
+
+def hand_on(env: dict[str, str]) -> dict[str, Any]:
+    """The transcriber alone, warm, handing a text on: the push body POSTed straight to it, to its
+    200 (the publish to the text topic confirmed). What our code adds to a text's extra hop, beside
+    Pub/Sub's own delivery (the difference between `ours` and `direct` above)."""
+    function = serve("transcriber", env)
+    session, values = requests.Session(), []
+    try:
+        for index in range(ROUNDS * MESSAGES + WARM_UP):
+            push = _ours_push(f"wamid.hand{uuid.uuid4().hex}", f"1999{index % 50:07d}")
+            started = time.perf_counter()
+            answer = session.post(function.url, json=push, timeout=30)
+            if answer.status_code >= 300:
+                raise RuntimeError(f"transcriber: {answer.status_code} {function.log_text()[-500:]}")
+            if index >= WARM_UP:
+                values.append((time.perf_counter() - started) * 1000)
+    finally:
+        function.stop()
+    return {
+        "messages": ROUNDS * MESSAGES,
+        "p50_ms": round(statistics.median(values), 1),
+        "p95_ms": round(percentile(values, 0.95), 1),
+    }
 
 
 def compile_sources() -> None:

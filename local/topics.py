@@ -2,9 +2,13 @@
 
 With `dead_letters` (make dev) the subscriptions get deploy.sh's whole shape, set at creation:
 ordering, a dead-letter topic after `max_delivery_attempts`, retry back-off, an ack deadline of
-one attempt, 7 days' retention; dead letters are pushed to the responder (the apology route) and
-kept in a pull subscription for inspection. Without it (most tests): ordering and the ack deadline
-only, so that a nacked message comes back at once.
+one attempt, 7 days' retention; dead letters (from either subscription: the transcriber's carries
+every message, texts too) are pushed to the responder (the apology route) and kept in a pull
+subscription for inspection. The emulator, unlike Google's Pub/Sub, never dead-letters a message
+of an ordered push subscription: after the last attempt it just stops pushing it (locally the
+apology route is reached only from an unordered one; see tests/test_ordering.py). Without
+`dead_letters` (most tests): ordering and the ack deadline only, so that a nacked message comes
+back at once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class DeadLetters:
     topic: str
     endpoint: str  # the responder: it sends the stored reply or an apology
     max_delivery_attempts: int = 5
+    retry_seconds: tuple[int, int] = (MIN_RETRY_SECONDS, MAX_RETRY_SECONDS)  # tests wait less
 
 
 def subscriptions(
@@ -43,10 +48,11 @@ def subscriptions(
     base: dict[str, Any] = {"ack_deadline_seconds": max(10, min(600, ack_deadline))}
     if dead_letters is not None:
         base["message_retention_duration"] = Duration(seconds=RETENTION_SECONDS)
+    shortest, longest = dead_letters.retry_seconds if dead_letters else (MIN_RETRY_SECONDS, MAX_RETRY_SECONDS)
     retry = {
         "retry_policy": {
-            "minimum_backoff": Duration(seconds=MIN_RETRY_SECONDS),
-            "maximum_backoff": Duration(seconds=MAX_RETRY_SECONDS),
+            "minimum_backoff": Duration(seconds=shortest),
+            "maximum_backoff": Duration(seconds=longest),
         }
     }
     found = []

@@ -113,7 +113,8 @@ def test_functions_get_their_plain_settings_in_an_env_file(deployed: TwoRuns) ->
     deploys = deployed.first.deploys()
     webhook = env_file_values(deploys["whatsbot-webhook"].env_vars_file)
     assert webhook["GOOGLE_CLOUD_PROJECT"] == PROJECT  # gen2 runtimes do not set it
-    assert (webhook["TOPIC_AUDIO"], webhook["TOPIC_TEXT"]) == ("whatsapp-audio", "whatsapp-text")
+    assert webhook["TOPIC_AUDIO"] == "whatsapp-audio"  # every message enters by the transcriber's topic
+    assert "TOPIC_TEXT" not in webhook
     transcriber = env_file_values(deploys["whatsbot-transcriber"].env_vars_file)
     assert transcriber["TOPIC_TEXT"] == "whatsapp-text"
     responder = env_file_values(deploys["whatsbot-responder"].env_vars_file)
@@ -139,6 +140,13 @@ def test_creates_topics_dead_letters_secrets_accounts_and_firestore(deployed: Tw
     assert cloud.state()["firestore databases"]["(default)"]["type"] == "FIRESTORE_NATIVE"
     assert cloud.state()["ttl"] == {"claims": "expireAt", "conversations": "expireAt"}
     assert deployed.first.find("services", "enable")
+
+
+def test_functions_are_deployed_from_the_end_of_the_pipeline_back(deployed: TwoRuns) -> None:
+    """The webhook sends every message by the transcriber's topic: the transcriber that hands a text
+    on (an older one would apologise for it as a voice note) is deployed before the webhook."""
+    order = [call.words[2] for call in deployed.first.find("functions", "deploy")]
+    assert order == ["whatsbot-responder", "whatsbot-transcriber", "whatsbot-webhook"]
 
 
 def test_each_topic_feeds_its_function_through_one_ordered_push_subscription(deployed: TwoRuns) -> None:
@@ -266,7 +274,6 @@ def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
         ("secrets", "whatsbot-app-secret", accessor),
         ("secrets", "whatsbot-verify-token", accessor),
         ("pubsub topics", "whatsapp-audio", publisher),
-        ("pubsub topics", "whatsapp-text", publisher),
     }
     assert grants[f"serviceAccount:{service_account('transcriber')}"] == {
         ("secrets", "whatsbot-whatsapp-token", accessor),
@@ -574,7 +581,7 @@ def test_a_missing_secret_stops_before_anything_is_deployed(cloud: FakeCloud) ->
 def test_a_failing_gcloud_call_stops_the_script(cloud: FakeCloud) -> None:
     run = cloud.run(FAKE_GCLOUD_FAIL="functions deploy whatsbot-transcriber")
     assert run.returncode != 0
-    assert "whatsbot-responder" not in run.deploys()
+    assert "whatsbot-webhook" not in run.deploys()  # deployed after the transcriber: never reached
 
 
 def test_firestore_in_datastore_mode_is_refused(cloud: FakeCloud) -> None:

@@ -161,7 +161,9 @@ def test_two_bots_in_one_project_share_no_resource(cloud: FakeCloud) -> None:
     assert (flags["topic"], flags["dead-letter-topic"]) == ("bot2-text", "bot2-dead-letter")
     assert flags["push-auth-service-account"] == f"bot2-responder-push@{PROJECT}.iam.gserviceaccount.com"
     webhook = env_file_values(second.deploys()["bot2-webhook"].env_vars_file)
-    assert (webhook["TOPIC_AUDIO"], webhook["TOPIC_TEXT"]) == ("bot2-audio", "bot2-text")
+    assert webhook["TOPIC_AUDIO"] == "bot2-audio"
+    transcriber = env_file_values(second.deploys()["bot2-transcriber"].env_vars_file)
+    assert transcriber["TOPIC_TEXT"] == "bot2-text"
     assert second.deploys()["bot2-responder"].flags["set-secrets"] == (
         "WHATSAPP_TOKEN=bot2-whatsapp-token:latest,OPENAI_API_KEY=bot2-openai-api-key:latest"
     )

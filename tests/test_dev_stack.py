@@ -350,8 +350,8 @@ def test_the_simulator_retries_a_webhook_post_until_it_is_answered_200(stack: de
     """Like Meta: the real webhook answers 503 while its topic is missing; a retry after that is queued."""
     from google.cloud import pubsub_v1
 
-    topic = "retry-text"
-    env = {**stack.plan.function_env(stack.emulators), "TOPIC_TEXT": topic, "TOPIC_AUDIO": f"{topic}-audio"}
+    topic = "retry-inbound"  # the webhook's one topic (TOPIC_AUDIO: every message enters by it)
+    env = {**stack.plan.function_env(stack.emulators), "TOPIC_AUDIO": topic, "TOPIC_TEXT": f"{topic}-text"}
     webhook = serve("webhook", env)
     user = User("15550000014", "Retry")
     message = ChatMessage(wamid(user.key), user.key, "user", "text", time.time(), text="are you there?")

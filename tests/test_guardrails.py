@@ -104,8 +104,8 @@ def test_a_stranger_gets_one_not_allowed_text_a_day_and_nothing_else(
 ) -> None:
     assert post(webhook, "messages/text", **{"from": STRANGER}).status_code == 200
     assert post(webhook, "messages/audio_voice", **{"from": STRANGER}).status_code == 200
-    published = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=2)]
-    assert topics.nothing_on(TOPIC_AUDIO)  # the voice note never reaches the transcriber
+    published = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_AUDIO, expect=2)]
+    assert topics.nothing_on(TOPIC_TEXT)  # both by the transcriber, which hands them on unchanged
     assert all(e.refused == "not_allowed" and e.text is None and e.media is None for e in published)
     for envelope in published:
         assert deliver(responder, envelope) == 200
@@ -121,7 +121,7 @@ def test_a_user_known_by_phone_and_business_id_matches_either_way(
 ) -> None:
     """ALLOWED_USERS lists the phone number (spelled with + and spaces); the message is keyed on the BSUID."""
     assert post(webhook, "messages/text", **{"from": FRIEND, "from_user_id": FRIEND_BSUID}).status_code == 200
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
     envelope = Envelope.from_bytes(received.data)
     assert envelope.user == FRIEND_BSUID and envelope.refused is None and envelope.text
 
@@ -352,7 +352,7 @@ def test_an_answer_from_the_business_app_pauses_the_bot_for_that_chat(
     body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]})
     headers = signed_headers(body.encode(), APP_SECRET)
     assert requests.post(webhook.url, data=body.encode(), headers=headers, timeout=30).status_code == 200
-    [received] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=1)]
+    [received] = [Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_AUDIO, expect=1)]
     assert (received.type, received.refused, received.user, received.text) == ("echo", "echo", FRIEND, None)
     assert deliver(responder, received) == 200
     assert deliver(responder, text("are you a bot?", FRIEND)) == 200

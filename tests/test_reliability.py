@@ -1,7 +1,8 @@
 """Reliability: Meta's retries, crashes at every step, bursts, failing neighbours and bad input.
 
-The whole text path runs for real: webhook → Pub/Sub emulator (ordered push) → responder →
-loopback Graph API, with Firestore on its emulator and a loopback OpenAI.
+The whole text path runs for real: webhook → Pub/Sub emulator (ordered push) → transcriber (which
+hands text on) → ordered push → responder → loopback Graph API, with Firestore on its emulator
+and a loopback OpenAI.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push
-from tests.conftest import APP_SECRET, PROJECT, TOPIC_TEXT, stand_in_env
+from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, stand_in_env
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.meta import fixture, signed_headers
@@ -61,6 +62,13 @@ def responder(env: dict[str, str]) -> Iterator[FunctionProcess]:
     function.stop()
 
 
+@pytest.fixture(scope="module")
+def transcriber(env: dict[str, str]) -> Iterator[FunctionProcess]:
+    function = serve("transcriber", env)
+    yield function
+    function.stop()
+
+
 @pytest.fixture
 def clean(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> None:
     emulators.wipe(PROJECT)
@@ -70,10 +78,14 @@ def clean(emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI) -> None
 
 @pytest.fixture
 def pipeline(
-    clean: None, emulators: emu.Emulators, webhook: FunctionProcess, responder: FunctionProcess
+    clean: None,
+    emulators: emu.Emulators,
+    webhook: FunctionProcess,
+    transcriber: FunctionProcess,
+    responder: FunctionProcess,
 ) -> None:
-    """The text topic pushes to the responder, in order per user, as in `make dev`."""
-    wire_push(emulators.pubsub.address, PROJECT, {TOPIC_TEXT: responder.url})
+    """Both topics push to their function, in order per user, as in `make dev`."""
+    wire_push(emulators.pubsub.address, PROJECT, {TOPIC_AUDIO: transcriber.url, TOPIC_TEXT: responder.url})
 
 
 def text_payload(words: str, user: str = SENDER) -> bytes:

@@ -26,7 +26,7 @@ from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.simulator.server import create_app
-from tests.conftest import APP_SECRET, TOPIC_TEXT, stand_in_env
+from tests.conftest import APP_SECRET, TOPIC_AUDIO, stand_in_env
 from tests.support import files
 from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
@@ -411,7 +411,7 @@ def test_a_quick_answer_sends_one_indicator(
 # --- the webhook publishes what the responder needs -------------------------------------------
 
 
-def test_the_webhook_publishes_media_locations_and_contacts_to_the_text_topic(
+def test_the_webhook_publishes_media_locations_and_contacts_for_the_responder(
     webhook: FunctionProcess, topics: Topics
 ) -> None:
     names = ("image", "document", "sticker", "location", "contacts")
@@ -419,7 +419,7 @@ def test_the_webhook_publishes_media_locations_and_contacts_to_the_text_topic(
         body = fixture_bytes(f"messages/{name}")
         headers = signed_headers(body, APP_SECRET)
         assert requests.post(webhook.url, data=body, headers=headers, timeout=30).status_code == 200
-    published = {e.type: e for e in (Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_TEXT, expect=5))}
+    published = {e.type: e for e in (Envelope.from_bytes(r.data) for r in topics.pull(TOPIC_AUDIO, expect=5))}
     assert set(published) == set(names)
     image, document = published["image"], published["document"]
     assert image.media and image.media.id == "1003383421387256" and image.text == "Black Ceramic Cup"
@@ -444,7 +444,7 @@ def test_the_simulator_sends_an_attached_document_as_whatsapp_does(
     client = app.test_client()
     answer = client.post("/api/messages", data=form, headers={"X-Simulator-Token": "sim-token"})
     assert answer.status_code == 200, answer.json
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
     envelope = Envelope.from_bytes(received.data)
     assert envelope.type == "document" and envelope.text == "the total?"
     assert envelope.media and envelope.media.filename == "receipt.pdf"

@@ -63,17 +63,18 @@ def test_other_methods_are_not_allowed(webhook: FunctionProcess) -> None:
 # --- what gets published ---------------------------------------------------------------------
 
 
-def test_text_is_published_to_the_text_topic(webhook: FunctionProcess, topics: Topics) -> None:
+def test_text_is_published_to_the_transcribers_topic(webhook: FunctionProcess, topics: Topics) -> None:
+    """Every message enters by the transcriber's ordered topic, which hands text on unchanged."""
     answer = post_fixture(webhook, "messages/text")
     assert answer.status_code == 200
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
     message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
     envelope = Envelope.from_bytes(received.data)
     assert received.attributes == {"message_id": message["id"], "type": "text"}
     assert received.ordering_key == message["from"] == envelope.user == envelope.to
     assert envelope.text == message["text"]["body"]
     assert envelope.phone_number_id == "106540352242922"
-    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
 def test_voice_note_is_published_to_the_audio_topic(webhook: FunctionProcess, topics: Topics) -> None:
@@ -88,11 +89,11 @@ def test_voice_note_is_published_to_the_audio_topic(webhook: FunctionProcess, to
     assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
-def test_image_goes_to_the_text_topic_for_the_responder_to_answer(
+def test_image_goes_the_same_way_for_the_responder_to_answer(
     webhook: FunctionProcess, topics: Topics
 ) -> None:
     assert post_fixture(webhook, "messages/image").status_code == 200
-    [envelope] = envelopes(topics.pull(TOPIC_TEXT, expect=1))
+    [envelope] = envelopes(topics.pull(TOPIC_AUDIO, expect=1))
     assert envelope.type == "image"
     assert envelope.media is not None
 
@@ -109,21 +110,25 @@ def test_batch_publishes_one_envelope_per_message_and_none_for_statuses(
     }
     assert len(expected) == 3
     assert post_fixture(webhook, "batches/mixed_3_messages_2_statuses").status_code == 200
-    received = topics.pull(TOPIC_TEXT, expect=3)
+    received = topics.pull(TOPIC_AUDIO, expect=3)
     assert sorted(r.attributes["message_id"] for r in received) == sorted(expected)
     for item in received:
         message = expected[item.attributes["message_id"]]
         assert item.attributes["type"] == message["type"]
         assert item.ordering_key == message["from"]
-    assert topics.nothing_on(TOPIC_TEXT)
-    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+    assert topics.nothing_on(TOPIC_AUDIO)
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
-def test_audio_and_text_of_one_user_share_the_ordering_key(webhook: FunctionProcess, topics: Topics) -> None:
+def test_audio_and_text_of_one_user_go_on_one_topic_in_order_under_one_ordering_key(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    """Pub/Sub orders per topic and key: on one topic, a note and a text keep the order they were sent in."""
     assert post_fixture(webhook, "batches/audio_and_text").status_code == 200
-    [text] = topics.pull(TOPIC_TEXT, expect=1)
-    [audio] = topics.pull(TOPIC_AUDIO, expect=1)
+    text, audio = topics.pull(TOPIC_AUDIO, expect=2)
+    assert (text.attributes["type"], audio.attributes["type"]) == ("text", "audio")
     assert text.ordering_key == audio.ordering_key != ""
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
 @pytest.mark.parametrize(
@@ -135,8 +140,8 @@ def test_statuses_reactions_system_and_errors_are_acknowledged_not_published(
     answer = post_fixture(webhook, name)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "published": 0}
-    assert topics.nothing_on(TOPIC_TEXT)
-    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+    assert topics.nothing_on(TOPIC_AUDIO)
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
 def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess, topics: Topics) -> None:
@@ -144,8 +149,7 @@ def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess,
     answer = post_fixture(webhook, "batches/one_malformed")
     assert answer.json() == {"status": "ok", "published": 2}
     items = fixture("batches/one_malformed")["entry"][0]["changes"][0]["value"]["messages"]
-    [text] = topics.pull(TOPIC_TEXT, expect=1)
-    [audio] = topics.pull(TOPIC_AUDIO, expect=1)
+    text, audio = topics.pull(TOPIC_AUDIO, expect=2)
     assert [text.attributes["message_id"], audio.attributes["message_id"]] == [items[0]["id"], items[2]["id"]]
     skipped = [
         json.loads(line)
@@ -157,13 +161,13 @@ def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess,
 
 def test_business_scoped_user_is_keyed_on_the_user_id(webhook: FunctionProcess, topics: Topics) -> None:
     assert post_fixture(webhook, "messages/text_user_id").status_code == 200
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
     assert received.ordering_key == "US.13491208655302741918" == Envelope.from_bytes(received.data).to
 
 
 def test_logs_never_hold_message_text_or_full_numbers(webhook: FunctionProcess, topics: Topics) -> None:
     assert post_fixture(webhook, "messages/text").status_code == 200
-    assert len(topics.pull(TOPIC_TEXT, expect=1)) == 1
+    assert len(topics.pull(TOPIC_AUDIO, expect=1)) == 1
     message = fixture("messages/text")["entry"][0]["changes"][0]["value"]["messages"][0]
     logs = webhook.log_text()
     # docs/logs.md: a message id is logged as "m-" and the first 12 hex digits of its SHA-256.
@@ -185,14 +189,14 @@ def test_missing_signature_is_unauthorised(webhook: FunctionProcess, topics: Top
     answer = post(webhook, fixture_bytes("messages/text"), {"Content-Type": "application/json"})
     assert answer.status_code == 401
     assert "X-Hub-Signature-256" in answer.json()["reason"]
-    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO)
 
 
 def test_wrong_signature_is_forbidden(webhook: FunctionProcess, topics: Topics) -> None:
     body = fixture_bytes("messages/text")
     answer = post(webhook, body, signed_headers(body, "another-secret"))
     assert answer.status_code == 403
-    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO)
 
 
 def test_signature_over_a_reserialised_body_is_forbidden(webhook: FunctionProcess, topics: Topics) -> None:
@@ -201,7 +205,7 @@ def test_signature_over_a_reserialised_body_is_forbidden(webhook: FunctionProces
     assert reserialised != original
     answer = post(webhook, original, {"X-Hub-Signature-256": sign(reserialised, APP_SECRET)})
     assert answer.status_code == 403
-    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO)
 
 
 def test_malformed_json_is_a_bad_request(webhook: FunctionProcess) -> None:
@@ -242,13 +246,13 @@ def test_a_body_of_exactly_max_body_bytes_is_accepted_and_one_more_byte_refused(
         "status": "ok",
         "published": 1,
     }
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
     assert received.attributes["message_id"] == "wamid.AT-THE-LIMIT"
     over = padded_text(MAX_BODY_BYTES + 1, "wamid.OVER-THE-LIMIT")
     answer = post(webhook, over, signed_headers(over, APP_SECRET))
     assert answer.status_code == 413
     assert answer.json()["status"] == "error" and answer.json()["reason"]
-    assert topics.nothing_on(TOPIC_TEXT)
+    assert topics.nothing_on(TOPIC_AUDIO)
 
 
 # --- bad input: each body has its expected answer -----------------------------------------------
@@ -341,9 +345,9 @@ def test_each_bad_body_gets_its_expected_answer_and_nothing_malformed_is_publish
     assert not wrong, "\n".join(wrong)
     assert webhook.process.poll() is None  # still alive
     answerable = sorted(message_id for _, expected, _, message_id in cases if expected == PUBLISHED)
-    published = topics.pull(TOPIC_TEXT, expect=len(answerable), timeout=30)
+    published = topics.pull(TOPIC_AUDIO, expect=len(answerable), timeout=30)
     assert sorted(r.attributes["message_id"] for r in published) == answerable
-    assert topics.nothing_on(TOPIC_AUDIO, wait=0)
+    assert topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
 def test_posts_are_refused_while_the_app_secret_is_unset(emulators: emu.Emulators) -> None:
@@ -367,7 +371,7 @@ def test_publish_failure_answers_503_so_meta_retries(emulators: emu.Emulators) -
     function = serve("webhook", env)
     try:
         own = Topics(PROJECT, host=own_pubsub.address)
-        own.create(TOPIC_TEXT)
+        own.create(TOPIC_AUDIO)
         own.close()
         own_pubsub.stop()
         answer = post_fixture(function, "messages/text")

@@ -2,9 +2,10 @@
 
 A stale message (older than MAX_MESSAGE_AGE_HOURS: a burst of Meta's retries after an outage) is
 acknowledged and logged, never published. A stranger's message (not in ALLOWED_USERS) is
-published to the text topic stripped of its words and media, marked `refused`, so that nothing of
-it is downloaded, transcribed or shown to a model, and the responder sends the day's one
-NOT_ALLOWED_TEXT through its claim (exactly once, like any reply).
+published, on the same topic as any other, stripped of its words and media and marked `refused`,
+so that nothing of it is downloaded, transcribed or shown to a model (the transcriber hands it on
+as it is), and the responder sends the day's one NOT_ALLOWED_TEXT through its claim (exactly once,
+like any reply).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from common import config, log
+from common import log
 from common.bus.envelope import NOT_ALLOWED, Envelope
 from common.guard.echoes import Echo
 from common.guard.policy import Policy, ids_of
@@ -21,10 +22,8 @@ if TYPE_CHECKING:  # the parser is the webhook's; the responder imports this mod
     from common.meta.payload import Message
 
 
-def admit(message: Message, topic: str | None, policy: Policy) -> tuple[str, Envelope] | None:
-    """Where this message goes and as what; None: acknowledged, not published."""
-    if topic is None:
-        return None
+def admit(message: Message, topic: str, policy: Policy) -> tuple[str, Envelope] | None:
+    """The message as it goes to `topic`; None: acknowledged, not published."""
     fields = {"message_id": message.id, "type": message.raw_type, "user": log.mask(message.user)}
     if policy.stale(message.timestamp):
         log.info("stale message: acknowledged, not answered", **fields)
@@ -36,14 +35,14 @@ def admit(message: Message, topic: str | None, policy: Policy) -> tuple[str, Env
     stripped = replace(
         envelope, text=None, media=None, profile_name=None, context_id=None, refused=NOT_ALLOWED
     )
-    return config.get("TOPIC_TEXT") or "", stripped
+    return topic, stripped
 
 
-def admit_echo(echo: Echo, policy: Policy) -> tuple[str, Envelope] | None:
+def admit_echo(echo: Echo, topic: str, policy: Policy) -> tuple[str, Envelope] | None:
     """A coexistence echo becomes a pause for that user (ECHO_PAUSE_HOURS; 0: ignored)."""
     if not policy.echo_pause_hours or policy.stale(echo.timestamp):
         return None
     log.info(
         "the business answered from the app: pausing the bot", message_id=echo.id, user=log.mask(echo.user)
     )
-    return config.get("TOPIC_TEXT") or "", echo.envelope()
+    return topic, echo.envelope()

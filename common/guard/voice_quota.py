@@ -6,8 +6,9 @@ user's seconds so far today are read from their conversation document (1 read pe
 a user at the limit gets no download and no transcription, only the day's one LIMIT_TEXT from
 the responder. The length of a note is known only once it is downloaded (WhatsApp's webhook and
 media metadata carry no duration), so the note that crosses the limit is still transcribed (at
-most MAX_AUDIO_SECONDS); its exact length, from the container, travels in the envelope and is
-counted by the responder in the same write as the turn.
+most MAX_AUDIO_SECONDS); its length as decoded (common/ai/transcription/decode.py: never what its
+header states) travels in the envelope and is counted by the responder in the same write as the
+turn.
 """
 
 from __future__ import annotations

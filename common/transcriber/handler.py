@@ -1,4 +1,9 @@
-"""One voice note's way to text: fetch → backend → the envelope to publish on the text topic."""
+"""One voice note's way to text: fetch → measure → backend → the envelope to publish on the text topic.
+
+Every message a user sends passes the transcriber's ordered topic (see common/webhook/handler.py);
+only a voice note to transcribe (`transcribes`) builds a Transcriber: anything else is handed on
+unchanged, with no Graph call, no Firestore read and no speech library loaded.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,13 @@ from common.meta.graph import GraphClient
 
 MAX_AUDIO_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio
 MAX_AUDIO_SECONDS = 300  # keeps one attempt well within the function's timeout
+AUDIO = "audio"  # Meta's type for voice notes and audio files (Envelope.type)
+
+
+def transcribes(envelope: Envelope) -> bool:
+    """A voice note for the Transcriber; False: anything else (a text, an image, a stranger's
+    stripped note, an echo), which goes on to the text topic as it came."""
+    return envelope.type == AUDIO and envelope.refused is None and not envelope.transcript
 
 
 class Transcriber:
@@ -52,7 +64,8 @@ class Transcriber:
         try:
             note = audio.fetch(self.graph, envelope.media.id, self.max_bytes)
             fetched = time.perf_counter()
-            length = decode.check_length(note, self.max_seconds)  # every backend: refused before decoding
+            length = decode.measure(note, self.max_seconds)  # what decodes, not what the header says
+            measured = time.perf_counter()
             text = self.backend.transcribe(note)
         except Failed as exc:
             log.warning("transcription failed", reason=exc.reason, detail=exc.detail, **ids)
@@ -62,9 +75,11 @@ class Transcriber:
             backend=self.backend.name,
             format=note.format.name,
             bytes=len(note.data),
+            audio_seconds=round(length, 1),
             characters=len(text),
             fetch_seconds=round(fetched - started, 3),
-            transcribe_seconds=round(time.perf_counter() - fetched, 3),
+            measure_seconds=round(measured - fetched, 3),
+            transcribe_seconds=round(time.perf_counter() - measured, 3),
             **ids,
         )
         return replace(envelope.with_transcript(text), audio_seconds=length)

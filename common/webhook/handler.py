@@ -1,6 +1,11 @@
 """What the webhook function does with a request: Meta's handshake, and signed POSTs to Pub/Sub.
 
-Framework-free: takes plain values, returns (body, status, headers), which Flask accepts as is.
+Every message that deserves an answer, of any type, goes to one topic: the transcriber's
+(TOPIC_AUDIO), ordered by user. Pub/Sub orders per topic and key only, so a voice note on one topic
+and a text on another could reach the model in either order; on one ordered topic the transcriber
+takes a user's messages one at a time and hands each on to the text topic (a transcript, or the
+message unchanged) before it is given the next. Framework-free: takes plain values, returns (body,
+status, headers), which Flask accepts as is.
 """
 
 from __future__ import annotations
@@ -21,10 +26,9 @@ from common.meta.signature import Verdict, verify
 Response = tuple[str, int, dict[str, str]]
 PublishAll = Callable[[list[tuple[str, Envelope]]], int]
 
-# Where each message type goes; a type not listed here (text, image, location, ... and types
-# Meta adds later) goes to the text topic, where the responder decides what to say.
+# Logged, never published; every other type (and types Meta adds later) is, for the responder to
+# decide what to say.
 NOT_ANSWERED = frozenset({MessageType.REACTION, MessageType.SYSTEM})
-AUDIO_TYPES = frozenset({MessageType.AUDIO})
 
 
 def reply(code: int, /, **body: object) -> Response:
@@ -68,8 +72,10 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
 
     log_unanswered(notification)
     policy = _policy()  # guardrails: stale messages and strangers (common/guard/admission.py)
-    routed = [item for m in notification.messages if (item := admit(m, topic_for(m.type), policy))]
-    routed += [item for echo in parse_echoes(body) if (item := admit_echo(echo, policy))]
+    topic = inbound_topic()
+    answered = [m for m in notification.messages if m.type not in NOT_ANSWERED]
+    routed = [item for m in answered if (item := admit(m, topic, policy))]
+    routed += [item for echo in parse_echoes(body) if (item := admit_echo(echo, topic, policy))]
     try:
         published = publish_all(routed) if routed else 0
     except PublishError as exc:
@@ -88,10 +94,10 @@ def _policy() -> Policy:
     return Policy.from_env()
 
 
-def topic_for(message_type: MessageType) -> str | None:
-    if message_type in NOT_ANSWERED:
-        return None
-    return config.get("TOPIC_AUDIO" if message_type in AUDIO_TYPES else "TOPIC_TEXT")
+def inbound_topic() -> str:
+    """The one topic every user's messages enter by (see the module docstring): strangers' notices
+    and the business's echoes too, so that nothing of a user overtakes the rest."""
+    return config.get("TOPIC_AUDIO") or ""
 
 
 def log_unanswered(notification: Notification) -> None:

@@ -1,5 +1,9 @@
 """Pub/Sub entry point `transcribe`: a voice note from the audio topic becomes text on the text topic.
 
+Every other message of a user comes this way too, so that it keeps its place behind the user's
+voice notes (common/webhook/handler.py): it is handed on to the text topic unchanged (one publish;
+the Graph client and the speech backend are not even built for it).
+
 Returning acks the message; a 500 makes Pub/Sub redeliver — done only for what a retry can fix
 (Graph or speech service timeouts, 429, 5xx; an unconfirmed publish). It is a bare 500 (an
 HTTPException, which Flask logs no traceback for: a traceback's chained causes hold URLs and
@@ -20,23 +24,32 @@ from common.ai.transcription import Unavailable, backends
 from common.bus.events import BadEvent, envelope_from_event
 from common.bus.publisher import Publisher, PublishError
 from common.meta.graph import GraphError
-from common.transcriber.handler import Transcriber
+from common.transcriber.handler import Transcriber, transcribes
 
 backends.settings()  # refuse a backend setting when the instance starts, not at the first note
 _transcriber: Transcriber | None = None  # one Graph client and speech backend per instance
 _publisher: Publisher | None = None  # one Pub/Sub client per instance
-_clients_lock = threading.Lock()  # an instance serves several events at once, in threads
+# An instance serves several events at once, in threads; two locks, so that a text never waits
+# while the first voice note builds the speech backend (sphinx loads its models for seconds).
+_transcriber_lock, _publisher_lock = threading.Lock(), threading.Lock()
 
 
-def _clients() -> tuple[Transcriber, Publisher]:
-    """Created once, on the first event (not at import, so a cold start stays short)."""
-    global _transcriber, _publisher
-    with _clients_lock:
+def _transcriber_client() -> Transcriber:
+    """Created once, on the first voice note (not at import, so a cold start stays short)."""
+    global _transcriber
+    with _transcriber_lock:
         if _transcriber is None:
             _transcriber = Transcriber.from_env()
+        return _transcriber
+
+
+def _publisher_client() -> Publisher:
+    """Created once, on the first event."""
+    global _publisher
+    with _publisher_lock:
         if _publisher is None:
             _publisher = Publisher()
-        return _transcriber, _publisher
+        return _publisher
 
 
 @functions_framework.cloud_event
@@ -47,9 +60,8 @@ def transcribe(event: CloudEvent) -> None:
         log.error("transcriber: not an envelope, dropped", reason=str(exc))
         return
     try:
-        transcriber, publisher = _clients()
-        result = transcriber.run(envelope)
-        publisher.publish_all([(config.get("TOPIC_TEXT") or "", result)])
+        result = _transcriber_client().run(envelope) if transcribes(envelope) else envelope
+        _publisher_client().publish_all([(config.get("TOPIC_TEXT") or "", result)])
     except (GraphError, Unavailable) as exc:
         log.warning(
             "transcription will be retried",
@@ -59,7 +71,7 @@ def transcribe(event: CloudEvent) -> None:
         )
         raise InternalServerError() from None
     except PublishError:  # each failed publish is logged where it failed
-        log.warning("transcript not published: will be redelivered", message_id=envelope.message_id)
+        log.warning("not handed on to the text topic: will be redelivered", message_id=envelope.message_id)
         raise InternalServerError() from None
     except Exception as exc:  # a fault of ours: logged without a traceback
         log.error("failed: will be redelivered", message_id=envelope.message_id, **log.failure(exc))

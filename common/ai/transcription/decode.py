@@ -2,19 +2,26 @@
 
 Decoded audio never sits in this process: ffmpeg reads a temporary file and writes an OGG/Opus
 file (OpenAI, for AMR and raw AAC) or, for the SpeechRecognition backends, 16 kHz PCM capped by
-`-t` (about 10 MB at the default 300 s). Every run has a duration cap and a process timeout; the
-length is first read cheaply from the container (ffmpeg's reported duration), so a long note is
-refused before anything is decoded, and the cap catches one whose header understated it. Where
-ffmpeg only estimates the length from the bitrate (AMR, raw AAC, MP3), the early refusal allows
-ESTIMATE_MARGIN, so that no note under the limit is refused; the decode's exact cap decides the rest.
+`-t` (about 10 MB at the default 300 s). Every run has a duration cap and a process timeout.
+
+A note's length is what decodes from it, never what its container states: a header can say 1 s
+of an hour, or nothing at all (WhatsApp's webhook and media metadata carry no duration either).
+`measure` decodes every note, on every backend, before it goes anywhere: 8 kHz samples streamed
+through a pipe and counted (none trimmed away as the container asks: KEEP_ALL), at most
+MAX_AUDIO_SECONDS + 1 s of them (`-t`, and `-fs` should the stream's timestamps lie too): about
+2 ms a second of audio beside ffmpeg's start (~25 ms). Its figure is the length MAX_AUDIO_SECONDS
+is held to and the one the daily voice limit counts; a note nothing decodes from has no length
+and is refused (UNDECODABLE: the user is asked to send it again or type it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,29 +34,28 @@ SILENCE_DBFS = -50.0  # loudest 100 ms below this: nothing was said (sphinx woul
 OPUS_BITRATE = "24k"  # speech quality; 1 hour is about 11 MB
 OPENAI_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's upload limit
 FFMPEG_TIMEOUT = 120.0  # seconds per ffmpeg run; a capped note takes a few
-DURATION = re.compile(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 OUT_TIME = re.compile(rb"out_time_us=(\d+)")
-ESTIMATED = b"Estimating duration from bitrate"
-ESTIMATE_MARGIN = 1.1  # AMR-NB at 12.2 kb/s is estimated about 3 % long
+MEASURE_RATE = 8_000  # samples a second `measure` counts: decoded only to be counted
+CHUNK = 64 * 1024  # bytes read from ffmpeg's pipe at a time: all `measure` ever holds
+# Decode every sample the stream holds, trimming nothing its container asks to trim: an OGG page's
+# granule position (or an MP4 edit list) can otherwise make ffmpeg drop all but a second of audio a
+# speech service would still hear. Costs the codec's priming: ~7 ms for Opus, ~0.1 s for AAC.
+KEEP_ALL = ("-flags2", "+skip_manual")
 
 
-def seconds(audio: Audio) -> tuple[float | None, bool]:
-    """The length ffmpeg reports from the container (None: none), and whether it is an estimate."""
+def measure(audio: Audio, max_seconds: float) -> float:
+    """Seconds of audio that decode from the note; Failed(TOO_LONG) past `max_seconds` (decoding
+    stops one second past it), Failed(UNDECODABLE) when nothing decodes (no length to count)."""
+    per_second = MEASURE_RATE * 2  # mono 16-bit
+    cap = int((max_seconds + 1) * per_second)
     with _workdir(audio) as source:
-        _, stderr = _run(["-f", audio.format.demuxer, "-i", str(source)], audio, check=False)
-    found = DURATION.search(stderr)
-    if found is None:
-        return None, True
-    hours, minutes, secs = found.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(secs), ESTIMATED in stderr
-
-
-def check_length(audio: Audio, max_seconds: float) -> float | None:
-    """Failed(TOO_LONG) when the container says the note is longer than `max_seconds`; else the
-    length it says (None: it does not say)."""
-    length, estimated = seconds(audio)
-    if length is not None and length > max_seconds * (ESTIMATE_MARGIN if estimated else 1):
-        raise Failed(TOO_LONG, f"{length:.0f} s, limit {max_seconds:.0f} s")
+        output = ["-f", "s16le", "-fs", str(cap), "pipe:1"]
+        decoded = _count([*KEEP_ALL, *_input(audio, source, max_seconds, MEASURE_RATE), *output], audio)
+    length = decoded / per_second
+    if length > max_seconds:
+        raise Failed(TOO_LONG, f"over {max_seconds:.0f} s once decoded")
+    if not decoded:
+        raise Failed(UNDECODABLE, f"no audio frames decode from this {audio.format.name}")
     return length
 
 
@@ -92,10 +98,10 @@ def loudest_dbfs(pcm: bytes) -> float:
     return 20 * float(np.log10(rms / 32768)) if rms > 0 else float("-inf")
 
 
-def _input(audio: Audio, source: Path, max_seconds: float) -> list[str]:
-    """Read `source`, at most one second past the limit (so "too long" can be told), as 16 kHz mono."""
+def _input(audio: Audio, source: Path, max_seconds: float, rate: int = RATE) -> list[str]:
+    """Read `source`, at most one second past the limit (so "too long" can be told), as mono at `rate`."""
     cap = f"{max_seconds + 1:g}"
-    return ["-f", audio.format.demuxer, "-i", str(source), "-t", cap, "-vn", "-ac", "1", "-ar", str(RATE)]
+    return ["-f", audio.format.demuxer, "-i", str(source), "-t", cap, "-vn", "-ac", "1", "-ar", str(rate)]
 
 
 @contextlib.contextmanager
@@ -107,13 +113,36 @@ def _workdir(audio: Audio) -> Iterator[Path]:
         yield source
 
 
-def _run(args: list[str], audio: Audio, check: bool = True) -> tuple[bytes, bytes]:
+def _count(args: list[str], audio: Audio) -> int:
+    """Bytes ffmpeg writes to stdout with `args`, read and dropped CHUNK by CHUNK; Failed(UNDECODABLE)
+    when it fails or outlasts FFMPEG_TIMEOUT (then it is killed)."""
+    argv = [ffmpeg.binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", *args]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as child:
+        stdout = child.stdout
+        assert stdout is not None  # stdout=PIPE
+        timer = threading.Timer(FFMPEG_TIMEOUT, child.kill)
+        timer.start()
+        try:
+            total = 0
+            while chunk := stdout.read(CHUNK):
+                total += len(chunk)
+            code = child.wait()
+        finally:
+            timer.cancel()
+    if code == -signal.SIGKILL:
+        raise Failed(UNDECODABLE, f"ffmpeg took over {FFMPEG_TIMEOUT:.0f} s on {audio.format.name}")
+    if code != 0:
+        raise Failed(UNDECODABLE, f"ffmpeg could not decode {audio.format.name}")
+    return total
+
+
+def _run(args: list[str], audio: Audio) -> tuple[bytes, bytes]:
     """ffmpeg with `args`, no stdin, a timeout; Failed(UNDECODABLE) when it fails or hangs."""
     argv = [ffmpeg.binary(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
     try:
         done = subprocess.run(argv, capture_output=True, timeout=FFMPEG_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
         raise Failed(UNDECODABLE, f"ffmpeg took over {FFMPEG_TIMEOUT:.0f} s on {audio.format.name}") from exc
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         raise Failed(UNDECODABLE, f"ffmpeg could not decode {audio.format.name}")
     return done.stdout, done.stderr
