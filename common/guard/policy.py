@@ -22,7 +22,7 @@ TEXT_DEFAULTS = {
     "BUSY_TEXT": "Sorry, I am very busy today and cannot answer. Please try again tomorrow.",
     "SHORTENED_TEXT": "(answer shortened)",
 }
-CHARS_PER_TOKEN = 4  # a rough English average, used only to derive max_tokens from MAX_REPLY_PARTS
+CHARS_PER_TOKEN = 4  # a rough English average: MAX_REPLY_PARTS -> the model's max_completion_tokens
 
 
 def normalize(user: str) -> str:

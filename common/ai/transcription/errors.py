@@ -7,8 +7,8 @@ TOO_LARGE = "too_large"  # the media is over MAX_AUDIO_BYTES (declared or while 
 TOO_LONG = "too_long"  # longer than MAX_AUDIO_SECONDS (every backend), or over 25 MB as OGG
 UNDECODABLE = "undecodable"  # not audio in a format we know, or a broken file
 NO_SPEECH = "no_speech"  # decoded, but nothing was recognised
-MEDIA_UNAVAILABLE = "media_unavailable"  # refused for good (gone, token 190) or a url we refuse
-REJECTED = "rejected"  # the speech service refused the request for good (4xx)
+MEDIA_UNAVAILABLE = "media_unavailable"  # refused for good (gone, not ours) or a url we refuse
+REJECTED = "rejected"  # the speech service refused this request (a 4xx not an outage)
 NO_MEDIA = "no_media"  # the envelope carries no media reference
 
 
