@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common import config
-from common.bus.envelope import Envelope
 
 DEFAULTS = {
     "SYSTEM_PROMPT": (
@@ -45,12 +44,6 @@ DEFAULTS = {
     ),
     "MEDIA_REFUSED_TEXT": "Sorry, I could not look at that file: the model I use does not accept it.",
 }
-
-
-def command(envelope: Envelope) -> str | None:
-    """`/reset`, `/help`, …: a typed text starting with '/', case and spaces ignored."""
-    text = (envelope.text or "").strip().lower()
-    return text if envelope.type == "text" and text.startswith("/") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +93,3 @@ class Texts:
         if "{transcript}" in self.voice_prompt:
             return self.voice_prompt.replace("{transcript}", transcript)
         return f"{self.voice_prompt}\n\n{transcript}"
-
-    def canned_reply(self, envelope: Envelope) -> str:
-        if envelope.transcription_error:
-            return self.voice_failed
-        if command(envelope) == "/help":
-            return self.help
-        return self.unsupported

@@ -27,7 +27,6 @@ from common.ai.speech import MAX_INPUT_CHARS, Speech, SpeechRefused, SpeechUnava
 from common.bus.envelope import Envelope
 from common.meta.chunks import split_text
 from common.meta.graph import GraphClient
-from common.responder import texts
 from common.store.claims import Claim
 from common.store.history import Conversation, History
 
@@ -36,7 +35,6 @@ DEFAULTS = {
     "VOICE_ON_TEXT": "Voice replies on: I will answer your voice notes with voice notes. /voice off stops.",
     "VOICE_OFF_TEXT": "Voice replies off: I will answer your voice notes in text. /voice on starts them.",
 }
-COMMANDS = {"/voice on": "on", "/voice off": "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +88,11 @@ class VoiceReplies:
             self._speech = Speech()
         return self._speech
 
-    def command(self, envelope: Envelope) -> str | None:
-        """`/voice on|off`: store the user's choice with their conversation (1 write), confirm it."""
-        choice = COMMANDS.get(" ".join((texts.command(envelope) or "").split()))
-        if choice is None:
-            return None
-        self.history.choose_voice(envelope.user, choice)
-        log.info("voice replies switched", voice=choice, message_id=envelope.message_id)
+    def switch(self, user: str, choice: str) -> None:
+        """`/voice on|off`: store the user's choice with their conversation (1 write)."""
+        self.history.choose_voice(user, choice)
+
+    def confirmation(self, choice: str) -> str:
         return self.on_text if choice == "on" else self.off_text
 
     def parts(self, envelope: Envelope, reply: str, conversation: Conversation | None = None) -> list[Part]:
@@ -136,15 +132,7 @@ class VoiceReplies:
                 log.warning(
                     "speech failed: answering in text", **fields, reason=str(exc), chars=len(part.text)
                 )
-                if part.fallback:
-                    self.graph.send_text(
-                        envelope.phone_number_id,
-                        envelope.to,
-                        part.text,
-                        reply_to=quote,
-                        timeout=_left(deadline),
-                    )
-                return part.fallback
+                return self._written(envelope, part, quote, deadline)
             claim.media_id = self.graph.upload_media(
                 envelope.phone_number_id, note.data, "audio/ogg", "voice.ogg", timeout=_left(deadline)
             )
@@ -159,6 +147,14 @@ class VoiceReplies:
             envelope.phone_number_id, envelope.to, claim.media_id, reply_to=quote, timeout=_left(deadline)
         )
         return True
+
+    def _written(self, envelope: Envelope, part: Part, quote: str | None, deadline: float) -> bool:
+        """The voice part as text where it stands for the words (`voice`); `both` writes them anyway."""
+        if part.fallback:
+            self.graph.send_text(
+                envelope.phone_number_id, envelope.to, part.text, reply_to=quote, timeout=_left(deadline)
+            )
+        return part.fallback
 
 
 def _left(deadline: float) -> float:
