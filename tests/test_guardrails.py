@@ -19,6 +19,7 @@ from google.cloud import firestore
 
 from common.bus.envelope import Envelope, MediaRef
 from common.guard.policy import TEXT_DEFAULTS
+from common.responder.texts import DEFAULTS
 from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
@@ -323,6 +324,31 @@ def test_a_timed_pause_ends_by_itself(
     pause.set({"all": past}, merge=True)
     assert deliver(responder, text("and now?", FRIEND)) == 200
     assert len(model.chats()) == 2
+
+
+def test_reset_in_a_chat_a_human_has_taken_over_is_not_answered_and_wipes_nothing(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """The human who took the chat over relies on its history: /reset while paused is neither
+    answered nor obeyed (nor kept as the user's words), and the bot resumes with everything said."""
+    user = FRIEND
+    assert deliver(responder, text("my order number is 1234", user)) == 200
+    assert deliver(responder, text(f"/pause {user}", ADMIN)) == 200
+    assert deliver(responder, text("where is my order?", user)) == 200
+    before = stored_turns(db, user)
+    assert [t["content"] for t in before if t["role"] == "user"] == [
+        "my order number is 1234",
+        "where is my order?",
+    ]
+    reads = len(graph.reads())
+    assert deliver(responder, text("/reset", user)) == 200
+    assert stored_turns(db, user) == before
+    assert len(graph.sent()) == 2 and len(graph.reads()) == reads  # no answer, no blue ticks
+    assert deliver(responder, text(f"/resume {user}", ADMIN)) == 200
+    assert deliver(responder, text("any news?", user)) == 200
+    said = [m["content"] for m in model.chats()[-1]["messages"] if m["role"] == "user"]
+    assert said == ["my order number is 1234", "where is my order?", "any news?"]
+    assert DEFAULTS["RESET_TEXT"] not in bodies(graph)
 
 
 def test_pause_from_anyone_else_is_text_for_the_model(

@@ -56,10 +56,10 @@ class Pipeline:
         self.c = c
         self.unclaimed: tuple[Step, ...] = (gate.Ignore(), gate.Echo(c.guard))
         self.steps: tuple[Step, ...] = (
-            commands.Reset(c.history, c.texts),  # /reset
             gate.Notice(c.guard),  # a stranger, a voice note over the limit: today's one notice
             gate.AdminCommand(c.guard),  # /pause, /resume, /stats from an admin
             gate.Paused(c.guard, c.history, c.overlap),  # a human has the chat: keep the words, silent
+            commands.Reset(c.history, c.texts),  # /reset
             commands.VoiceSwitch(c.voice),  # /voice on|off
             commands.FixedReply(c.texts),  # /help, a failed transcription, what cannot be read
             read.Recall(c.history, c.overlap),  # the conversation; a stored reply is resent

@@ -1,5 +1,6 @@
 """Steps that answer without the model: the user's commands and the fixed replies.
 
+They run after the gate (a paused chat never gets here: /reset wipes nothing a human relies on).
 Firestore: /reset and /voice 1 write each (a /reset retried after a takeover 1 read more); the
 fixed replies nothing.
 """

@@ -77,7 +77,7 @@ class AdminCommand:
 
 class Paused:
     """A human has this chat: the user's words are stored (once), so that the model knows what was
-    said when the bot resumes, and nothing is answered."""
+    said when the bot resumes, and nothing is answered: not even a command (/reset wipes nothing)."""
 
     def __init__(self, guard: Guard, history: History, overlap: Overlap) -> None:
         self.guard, self.history, self.overlap = guard, history, overlap
