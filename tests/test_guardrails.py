@@ -224,6 +224,43 @@ def test_the_sharded_budget_is_exact_under_50_concurrent_turns_then_busy_for_eve
     assert budgeted.log_text().count('"token_budget"') == 1
 
 
+def test_a_contended_budget_shard_never_holds_back_an_answered_turn(
+    emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """The shard is written after the turn is stored: a write Firestore refuses there (another
+    transaction holds the shard: the emulator's lock timeout, Firestore's contention) moves to the
+    next shard, and when every one is held, the reply still goes out at once and an alert line
+    says how many tokens the budget missed. Nothing is nacked, nothing asked twice."""
+    env = stand_in_env(emulators, graph, model, DAILY_TOKEN_BUDGET="1000", BUDGET_SHARDS="2")
+    function = serve("responder", {**env, "GUARDRAILS_CACHE_SECONDS": "0"})
+    day = datetime.now(UTC).date().isoformat()  # LIMITS_TIMEZONE unset: UTC
+    shards = [db.document(f"budget/{day}-{n}") for n in range(2)]
+    for shard in shards:
+        shard.set({"tokens": 0})
+
+    @firestore.transactional
+    def holding(transaction: firestore.Transaction, held: list[Any], envelope: Envelope) -> int:
+        for shard in held:  # read in a transaction: locked until it ends
+            shard.get(transaction=transaction)
+        return deliver(function, envelope)
+
+    try:
+        every = text("count me if you can")
+        assert holding(db.transaction(max_attempts=1), shards, every) == 200
+        assert bodies(graph) == ["echo: count me if you can (turns seen: 2)"]
+        assert len(stored_turns(db, FRIEND)) == 2 and len(model.chats()) == 1
+        assert sum(s.get().get("tokens") for s in shards) == 0  # missed, and said so:
+        [line] = [json.loads(x) for x in function.log_text().splitlines() if "budget_uncounted" in x]
+        assert (line["severity"], line["tokens"], line["tries"]) == ("ERROR", 2, 3)
+        one = text("and now?")
+        assert holding(db.transaction(max_attempts=1), shards[:1], one) == 200  # one shard held
+        assert deliver(function, every) == deliver(function, one) == 200  # redeliveries: done
+        assert len(graph.sent()) == 2 and len(model.chats()) == 2
+        assert sum(s.get().get("tokens") for s in shards) == 2  # counted on the free shard
+    finally:
+        function.stop()
+
+
 # --- a human steps in --------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ docs/guardrails.md.
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,9 @@ from common.store.history import Conversation
 
 if TYPE_CHECKING:
     from google.cloud import firestore
+
+BUDGET_TRIES = 3  # shard writes for one turn's tokens (a random shard, then the next) at most
+BUDGET_RESERVE_SECONDS = 10.0  # no second try with less of the attempt left: the reply goes first
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +93,34 @@ class Guard:
         """The counter fields the history write of a model turn adds (no extra operation)."""
         return self.usage(conversation).fields(turns=1, tokens=tokens, audio=audio, messages=1)
 
-    def spent(self, tokens: int) -> None:
-        """The bot's daily total: 1 write to a shard, only when DAILY_TOKEN_BUDGET is set."""
-        if self.policy.budget and tokens:
-            self.budget.add(self.policy.day(), tokens)
+    def spent(self, tokens: int, message_id: str, deadline: float) -> None:
+        """The bot's daily total: 1 write to a shard, only when DAILY_TOKEN_BUDGET is set. It runs
+        after the turn is stored, so it never fails the turn: a refused write (a contended shard)
+        goes to the next shard, at most BUDGET_TRIES writes and while more than
+        BUDGET_RESERVE_SECONDS of the attempt are left for the reply; then one ERROR line
+        (`alert: budget_uncounted`) says how many tokens the budget missed. The user's own usage
+        is in the history write: always counted."""
+        if not (self.policy.budget and tokens):
+            return
+        day, first = self.policy.day(), random.randrange(self.budget.shards)  # noqa: S311 - spreading load
+        tries = 0
+        while True:
+            shard, tries = (first + tries) % self.budget.shards, tries + 1
+            try:
+                self.budget.add(day, tokens, shard)
+                return
+            except Exception as exc:  # whatever the store raised: the reply must still go out
+                if tries < BUDGET_TRIES and deadline - time.monotonic() > BUDGET_RESERVE_SECONDS:
+                    continue
+                log.error(
+                    "tokens not counted in the daily budget",
+                    alert="budget_uncounted",
+                    message_id=message_id,
+                    tokens=tokens,
+                    tries=tries,
+                    **log.failure(exc),
+                )
+                return
 
     def cap(self, parts: list[str], taken: int = 0) -> list[str]:
         return self.policy.cap(parts, taken)

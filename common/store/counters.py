@@ -128,11 +128,13 @@ class Budget:
     def ref(self, day: str, shard: int) -> firestore.DocumentReference:
         return self.db.collection("budget").document(f"{day}-{shard}")
 
-    def add(self, day: str, tokens: int) -> None:
-        """1 write to a random shard."""
+    def add(self, day: str, tokens: int, shard: int | None = None) -> None:
+        """1 write to shard number `shard` (None: a random one)."""
         expire = datetime.now(UTC) + timedelta(days=3)
-        shard = self.ref(day, random.randrange(self.shards))  # noqa: S311 - spreading load, not secrecy
-        shard.set({"tokens": firestore.Increment(tokens), "expireAt": expire}, merge=True, **writing())
+        if shard is None:
+            shard = random.randrange(self.shards)  # noqa: S311 - spreading load, not secrecy
+        ref = self.ref(day, shard)
+        ref.set({"tokens": firestore.Increment(tokens), "expireAt": expire}, merge=True, **writing())
 
     def read(self, day: str) -> int:
         """The exact total: one read per shard (get_all: one round trip)."""

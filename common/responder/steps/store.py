@@ -1,7 +1,9 @@
 """The step that stores the model's turn before anything is sent, so a retry resends, not re-asks.
 
 Firestore: 1 write (both turns, array union, with the user's daily counters as increments in the
-same write), then, only when DAILY_TOKEN_BUDGET is set, 1 write to a budget shard.
+same write), then, only when DAILY_TOKEN_BUDGET is set, 1 write to a budget shard. Once the turn
+is stored the answer belongs to the user: a shard write that fails (a contended shard) is tried
+again, then logged (common/responder/guardrails.py, `spent`), never a reason to retry the turn.
 """
 
 from __future__ import annotations
@@ -30,6 +32,6 @@ class Store:
         ]
         counters = self.guard.counted(conversation, draft.tokens, turn.envelope.audio_seconds or 0)
         self.history.append(turn.user, conversation, new_turns, counters)
-        self.guard.spent(draft.tokens)
+        self.guard.spent(draft.tokens, turn.message_id, draft.deadline)
         log.info("answered", message_id=turn.message_id, chars=len(reply))
         return draft.finish(reply)
