@@ -18,7 +18,7 @@ from local import emulators as emu
 from local.functions import FunctionError, FunctionProcess, serve
 from tests.conftest import stand_in_env
 from tests.support.delivery import deliver, killer, redeliver_until_answered
-from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI
+from tests.support.fakes import SPEECH, FakeGraph, FakeOpenAI, graph_error
 
 BUSINESS = "106540352242922"
 TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "20", "CLAIM_LEASE_SECONDS": "21", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
@@ -219,6 +219,27 @@ def test_speech_refused_falls_back_to_text(
     assert sent["text"]["body"] == assistant_turns(db, envelope.user)[0]
     assert len(model.speeches()) == 1  # a 4xx is not retried
     assert "speech failed: answering in text" in voiced.log_text()
+
+
+@pytest.mark.parametrize("mode", ["voiced", "both"])
+def test_an_upload_meta_refuses_for_good_is_written_instead(
+    request: pytest.FixtureRequest, mode: str, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """A non-retriable Graph error on the voice note's upload (131053) drops nothing: `voice`
+    writes what it would have spoken, then the rest; `both` sends its text as always."""
+    function: FunctionProcess = request.getfixturevalue(mode)
+    answer = " ".join(f"Sentence number {i} is part of a long answer." for i in range(25))
+    model.answer = lambda messages: answer
+    graph.fail("/media", 400, graph_error(131053, "Media upload error"), times=5)
+    envelope = note("tell me everything")
+    assert deliver(function, envelope) == 200
+    assert deliver(function, envelope) == 200  # a redelivery: done, nothing more
+    sent = graph.messages()
+    assert [m["type"] for m in sent] == ["text"] * len(sent) and graph.uploads() == []
+    assert "".join(m["text"]["body"] for m in sent) == answer  # the whole answer, once
+    assert sent[0]["context"] == {"message_id": envelope.message_id}
+    assert len(model.speeches()) == 1 and len(model.chats()) == 1
+    assert "voice note refused: answering in text" in function.log_text()
 
 
 def test_speech_503_then_ok_gives_one_voice_reply(

@@ -14,6 +14,8 @@ the whole answer: what was spoken plus what was written.
 Exactly once: the voice note is part 0 of the reply (`partsSent` counts it). Its media id is kept
 on the claim once uploaded; a retriable failure writes it with the claim's release (no extra
 Firestore operation), and the retry sends that upload instead of speaking and uploading again.
+Speech the model refuses, and an upload Meta refuses for good (a non-retriable Graph error that
+is not a token error), fall back to text: the reply is written instead of spoken, never dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from common import config, log
 from common.ai.speech import MAX_INPUT_CHARS, Speech, SpeechRefused, SpeechUnavailable
 from common.bus.envelope import Envelope
 from common.meta.chunks import split_text
-from common.meta.graph import GraphClient
+from common.meta.graph import GraphClient, GraphError
 from common.store.claims import Claim
 from common.store.history import Conversation, History
 
@@ -133,9 +135,17 @@ class VoiceReplies:
                     "speech failed: answering in text", **fields, reason=str(exc), chars=len(part.text)
                 )
                 return self._written(envelope, part, quote, deadline)
-            claim.media_id = self.graph.upload_media(
-                envelope.phone_number_id, note.data, "audio/ogg", "voice.ogg", timeout=_left(deadline)
-            )
+            try:
+                claim.media_id = self.graph.upload_media(
+                    envelope.phone_number_id, note.data, "audio/ogg", "voice.ogg", timeout=_left(deadline)
+                )
+            except GraphError as exc:
+                if exc.retriable or exc.auth:
+                    raise
+                log.warning(
+                    "voice note refused: answering in text", **fields, code=exc.code, status=exc.status
+                )
+                return self._written(envelope, part, quote, deadline)
             log.info(
                 "voice note uploaded",
                 **fields,
