@@ -102,22 +102,21 @@ class Pipeline:
             raise RetryLater("another attempt holds the claim")
         if claim.outcome is Outcome.TAKEN_OVER:
             log.warning("taking over an abandoned claim", **fields, parts_sent=claim.parts_sent)
-        asks = turn.kind is not Kind.REFUSED and not draft.last_chance  # whether a pause matters
-        paused = asks and self.c.guard.paused(turn.envelope)  # who has the chat: read once
-        draft = replace(draft, claim=claim, paused=paused)
         try:
             try:
-                self._answer(draft, steps)
+                self._answer(replace(draft, claim=claim), steps)
             except LostClaim:
                 raise
             except Exception:
                 claims.release(turn.message_id, claim)  # the retry may start at once
                 raise
-        except LostClaim:
+        except LostClaim:  # also from the release: someone else has the message now
             stopped = "lost the claim to another attempt: stopped, nothing more sent"
             log.warning(stopped, message_id=turn.message_id)
 
     def _answer(self, draft: Draft, steps: tuple[Step, ...]) -> None:
+        asks = draft.turn.kind is not Kind.REFUSED and not draft.last_chance  # whether a pause matters
+        draft = replace(draft, paused=asks and self.c.guard.paused(draft.turn.envelope))  # read once
         self.c.overlap.start(functools.partial(self.receipt, draft) if draft.reads else None)
         with ExitStack() as held, self.receipt.typing(draft):  # nothing held outlives the steps
             draft = run(steps, replace(draft, held=held))

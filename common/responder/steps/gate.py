@@ -1,8 +1,9 @@
-"""Steps that decide whether the bot answers at all, before anything is read for the model.
+"""Steps that decide whether the bot answers at all: before the claim (`Ignore`, `Echo`), before
+the conversation is read (`Notice`, `AdminCommand`, `Paused`) and after it (`Limits`).
 
 Each asks the guardrails (common/responder/guardrails.py) one question and, when the answer is
 no, finishes the turn: silent, or with today's one notice. What each costs in Firestore is in
-common/store/counters.py: mostly nothing but cached reads, notices 1 write.
+common/store/counters.py: mostly nothing but cached reads; a notice 1 write, an echo 1 per id.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Ignore:
 
 
 class Echo:
-    """The business answered from the WhatsApp Business app: a human has the chat, pause the bot."""
+    """The business answered from the WhatsApp Business app: a human has the chat, pause the bot
+    (no claim needed: pausing twice is pausing)."""
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
@@ -54,9 +56,9 @@ class Notice:
         self.guard = guard
 
     def __call__(self, draft: Draft) -> Draft:
-        envelope = draft.turn.envelope
         if draft.turn.kind is not Kind.REFUSED:
             return draft
+        envelope = draft.turn.envelope
         kind = "limit" if envelope.refused == OVER_AUDIO_LIMIT else NOT_ALLOWED
         return draft.finish(self.guard.notice(envelope, kind).text)
 
