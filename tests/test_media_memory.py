@@ -99,7 +99,7 @@ def test_one_20_mb_pdf_turn_holds_no_more_than_the_share_it_reserves(
     assert peak <= cost(len(pdf)), f"{peak / MiB:.1f} MiB, share {cost(len(pdf)) / MiB:.1f} MiB"
 
 
-@pytest.mark.parametrize(("memory", "count"), [("256Mi", 4), ("512Mi", 8)])
+@pytest.mark.parametrize(("memory", "count"), [("512Mi", 4), ("512Mi", 8)])
 def test_20_mb_pdfs_at_once_are_all_answered_within_the_instance_memory(
     emulators: emu.Emulators, graph: FakeGraph, quiet_model: FakeOpenAI, pdf: bytes, memory: str, count: int
 ) -> None:
