@@ -76,7 +76,8 @@ configure() {
     die "MAX_DELIVERY_ATTEMPTS must be 5..100 (Pub/Sub's limits), got $MAX_DELIVERY_ATTEMPTS"
   fi
   if [ "$MODE" = deploy ]; then
-    for name in $SELECTED; do timeout_seconds "$name" >/dev/null; done # a bad TIMEOUT stops here
+    for name in $SELECTED; do timeout_seconds "$name" >/dev/null && check_instances "$name"; done # bad sizes stop here
+    case ${CPU_BOOST:-on} in on | off) ;; *) die "CPU_BOOST must be on or off, got '$CPU_BOOST'" ;; esac
     case " $SELECTED " in *" responder "*) configure_attempt ;; esac
   fi
   # Never prompt: a half-answered prompt in the middle of a deploy helps nobody.
@@ -142,6 +143,8 @@ env_vars() {
 # Sizes per function; each overridable as NAME_KEY, e.g. RESPONDER_MEMORY=1Gi. Concurrency above
 # 1 needs a whole vCPU on gen2, hence cpu=1; the transcriber gets room to decode audio. The
 # responder's 512Mi holds 4 media turns of 20 MB PDFs at once (~76 MiB each, measured), the rest wait.
+# MIN_INSTANCES sets the warm instances of every function at once (NAME_MIN_INSTANCES wins): each
+# one is billed while idle, and none means a cold start after a quiet spell.
 setting() {
   local var key index=0 sizes
   case $1 in #          MEMORY CPU TIMEOUT CONCURRENCY MIN_INSTANCES MAX_INSTANCES
@@ -154,7 +157,17 @@ setting() {
     index=$((index + 1))
   done
   var="$(upper "$1")_$2"
+  [ "$2" != MIN_INSTANCES ] || sizes[index]=${MIN_INSTANCES:-${sizes[$index]}}
   printf '%s' "${!var:-${sizes[$index]}}"
+}
+
+# Warm instances: whole numbers, no more than the function may have.
+check_instances() {
+  local min max
+  min=$(setting "$1" MIN_INSTANCES) max=$(setting "$1" MAX_INSTANCES)
+  [[ $min =~ ^[0-9]+$ && $max =~ ^[0-9]+$ ]] ||
+    die "$(upper "$1")_MIN_INSTANCES=$min and _MAX_INSTANCES=$max must be whole numbers (MIN_INSTANCES sets every function's minimum)"
+  ((10#$min <= 10#$max)) || die "$(upper "$1")_MIN_INSTANCES=$min is above its MAX_INSTANCES=$max"
 }
 
 # timeout_seconds NAME: the function's TIMEOUT in seconds (gcloud takes 120, 120s, 2m, 1h30m).
@@ -454,6 +467,24 @@ deploy_function() {
     args+=(--no-allow-unauthenticated) # only its push subscription's identity may call it
   fi
   mutate "${args[@]}"
+  ensure_cpu_boost "$name"
+}
+
+# Startup CPU boost: more CPU while an instance starts (imports, clients, the first request), billed
+# for that time only. gcloud sets it on the function's Cloud Run service, not with `functions
+# deploy` (which has no such flag); checked first, so a run that finds it set changes nothing.
+ensure_cpu_boost() {
+  local fn="$PREFIX-$1" want=${CPU_BOOST:-on} annotations have=off
+  annotations=$(query run services describe "$fn" --region="$REGION" \
+    --format='value(spec.template.metadata.annotations)') || annotations=
+  [[ ";$annotations;" != *";run.googleapis.com/startup-cpu-boost=true;"* ]] || have=on
+  if [ "$have" = "$want" ]; then
+    say "   startup CPU boost: $want"
+  elif [ "$want" = on ]; then
+    mutate run services update "$fn" --region="$REGION" --cpu-boost --quiet
+  else
+    mutate run services update "$fn" --region="$REGION" --no-cpu-boost --quiet
+  fi
 }
 
 function_url() {

@@ -13,7 +13,10 @@ RUNS = 7
 CASES = {
     "import functions_framework": "import functions_framework",
     "functions_framework + pubsub": "import functions_framework; from google.cloud import pubsub_v1",
-    "functions_framework + requests (the floor)": "import functions_framework, requests",
+    "functions_framework + requests": "import functions_framework, requests",
+    "the floor responder's: + openai + google.cloud.firestore": (
+        "import functions_framework, requests, openai; from google.cloud import firestore"
+    ),
     "webhook main.py": "WEBHOOK",
     "transcriber main.py": "TRANSCRIBER",
     "responder main.py": "RESPONDER",

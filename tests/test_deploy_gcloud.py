@@ -33,13 +33,15 @@ NO_ACCOUNT = "You do not currently have an active account selected"
 
 
 def every_command_the_script_runs(cloud: FakeCloud) -> list[list[str]]:
-    """A first deploy, a migration, a converging rerun with the recreate advice, a destroy."""
+    """A first deploy, a migration, a converging rerun with the recreate advice, the boost turned
+    off, a destroy."""
     legacy_deployment(cloud)
     runs = [Run(0, "", "", cloud.calls())]  # the first deploy, in an empty project
     runs.append(cloud.run())  # the migration
     set_subscription(cloud, "whatsbot-responder-push", enable_message_ordering=None)
     advice = cloud.run(RESPONDER_TIMEOUT="60s", OPENAI_API_KEY="sk-rotated-5e1d", MAX_DELIVERY_ATTEMPTS="7")
     runs.append(advice)
+    runs.append(cloud.run("--only", "webhook", CPU_BOOST="off", MIN_INSTANCES="1"))
     runs.append(cloud.run("--destroy", "--yes"))
     assert all(run.returncode == 0 for run in runs if run is not advice), [r.stderr for r in runs]
     assert advice.returncode != 0
@@ -87,6 +89,8 @@ def test_every_command_passes_the_real_gcloud_parser(cloud: FakeCloud, tmp_path:
         ("pubsub", "snapshots", "create"),
         ("pubsub", "subscriptions", "seek"),
         ("functions", "add-invoker-policy-binding"),
+        ("run", "services", "describe"),  # startup CPU boost: a Cloud Run setting of the function
+        ("run", "services", "update"),
         ("iam", "service-accounts", "remove-iam-policy-binding"),
         ("functions", "delete"),
     ):

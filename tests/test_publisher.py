@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -13,13 +15,15 @@ from common.bus.envelope import Envelope
 from common.bus.publisher import MAX_MESSAGES, by_request
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
-from tests.conftest import APP_SECRET, TOPIC_AUDIO, TOPIC_TEXT, function_env
+from tests.conftest import APP_SECRET, PROJECT, TOPIC_AUDIO, TOPIC_TEXT, function_env
+from tests.support.grpc_relay import GrpcRelay
 from tests.support.meta import fixture, signed_headers
 from tests.support.pubsub import Topics
 from tests.support.relay import Relay
 from tests.support.wait import poll
 
 ALICE, BOB = "16505550001", "16505550002"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def envelope(message_id: str, user: str) -> Envelope:
@@ -125,3 +129,34 @@ def test_more_messages_of_one_user_than_pubsub_takes_in_a_request_are_all_publis
     assert answer.json() == {"status": "ok", "published": len(sent)}
     received = topics.pull(TOPIC_AUDIO, expect=len(sent), timeout=60)
     assert [r.attributes["message_id"] for r in received] == [message_id for message_id, _, _ in sent]
+
+
+def test_each_publish_carries_the_headers_google_routes_and_counts_it_by(
+    emulators: emu.Emulators, topics: Topics
+) -> None:
+    """The emulator ignores headers: a publish without the routing header or the client's own
+    (`x-goog-api-client`) would pass here and first fail in production, so a relay records them."""
+    relay = GrpcRelay(emulators.pubsub.address)
+    function = serve("webhook", function_env(emulators, PUBSUB_EMULATOR_HOST=relay.address))
+    try:
+        body = one_post([("wamid.headers", ALICE, "text")])
+        answer = requests.post(function.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+        assert answer.json() == {"status": "ok", "published": 1}
+    finally:
+        function.stop()
+        relay.close()
+    [(method, headers)] = relay.calls
+    assert method == "/google.pubsub.v1.Publisher/Publish"
+    # every message enters by the transcriber's ordered topic (order per user across types)
+    assert headers["x-goog-request-params"] == f"topic=projects/{PROJECT}/topics/{TOPIC_AUDIO}"
+    assert re.search(r"\bgax/\d.* gccl/\d", headers["x-goog-api-client"])  # api-core, the pubsub client
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)
+    assert received.attributes["message_id"] == "wamid.headers"
+
+
+def test_no_rpc_is_built_by_hand_on_a_grpc_channel() -> None:
+    """Our code calls the clients' public methods, which bring their retries, headers and logging."""
+    sources = [*(REPO / "common").rglob("*.py"), *(REPO / "functions").rglob("*.py")]
+    by_hand = re.compile(r"\.(unary_unary|unary_stream|stream_unary|stream_stream)\(|grpc_channel")
+    found = [str(p.relative_to(REPO)) for p in sources if by_hand.search(p.read_text())]
+    assert not found

@@ -19,7 +19,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import InternalServerError
 
-from common import config, log
+from common import config, log, startup  # startup before the SDKs: pauses the collector
 from common.ai.transcription import Unavailable, backends
 from common.bus.events import BadEvent, envelope_from_event
 from common.bus.publisher import Publisher, PublishError
@@ -35,20 +35,27 @@ _transcriber_lock, _publisher_lock = threading.Lock(), threading.Lock()
 
 
 def _transcriber_client() -> Transcriber:
-    """Created once, on the first voice note (not at import, so a cold start stays short)."""
+    """Created once, on the first voice note (not at import, so a cold start stays short), then
+    frozen with the modules (common/startup.py)."""
     global _transcriber
     with _transcriber_lock:
         if _transcriber is None:
-            _transcriber = Transcriber.from_env()
+            try:
+                _transcriber = Transcriber.from_env()
+            finally:
+                startup.done()
         return _transcriber
 
 
 def _publisher_client() -> Publisher:
-    """Created once, on the first event."""
+    """Created once, on the first event, then frozen with the modules."""
     global _publisher
     with _publisher_lock:
         if _publisher is None:
-            _publisher = Publisher()
+            try:
+                _publisher = Publisher()
+            finally:
+                startup.done()
         return _publisher
 
 
