@@ -8,5 +8,6 @@ suite's tests/test_layers.py checks it):
 2. `bus`: the envelope and Pub/Sub.
 3. `store` (Firestore) and `ai` (the model, speech, transcription): neither imports the other.
 4. `guard`: the guardrails' rules.
-5. `webhook`, `transcriber`, `responder`: what each function does; none imports another.
+5. `actions`: the business's endpoints as the model's tools (called once each), and the handoff.
+6. `webhook`, `transcriber`, `responder`: what each function does; none imports another.
 """

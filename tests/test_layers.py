@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"bus"},
     {"store", "ai"},
     {"guard"},
+    {"actions"},
     {"webhook", "transcriber", "responder"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
