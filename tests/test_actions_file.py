@@ -17,7 +17,7 @@ GOOD = {
     "name": "order_status",
     "description": "Look up an order.",
     "url": "https://shop.example.com/api/order-status",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
 }
 
 
@@ -56,7 +56,7 @@ def test_the_tools_hold_only_names_descriptions_and_schemas_and_the_handoff_when
         ({"url": "${NOT_SET_ANYWHERE}/x"}, "url names ${NOT_SET_ANYWHERE}, which is not set"),
         ({"token_env": "SHOP_TOKEN_NOT_SET"}, "token_env SHOP_TOKEN_NOT_SET is not set"),
         ({"method": "DELETE"}, "method must be POST or GET"),
-        ({"parameters": {"type": "object", "properties": {"n": {"type": "integr"}}}}, "not a valid JSON Schema"),
+        ({"parameters": {"type": "object", "properties": {"n": {"type": 3}}}}, "not a valid JSON Schema"),
         ({"parameters": {"type": "string"}}, "parameters must be a JSON Schema of `type: object`"),
         ({"confirmation": True}, "unknown key confirmation"),
         ({"confirm": "yes"}, "confirm must be true or false"),
@@ -105,7 +105,7 @@ def test_arguments_are_checked_against_the_schema_with_a_reason_the_model_can_us
         ("order_status", '{"order_id": "A1", "x": 1}'): "Additional properties are not allowed",
         ("order_status", '{"order_id": '): "the arguments are not valid JSON",
         ("order_status", '["A1001"]'): "must be a JSON object",
-        ("book_table", '{"date": "tomorrow", "time": "19:30", "people": 2}'): "date: 'tomorrow' does not match",
+        ("book_table", '{"date": "soon", "time": "19:30", "people": 2}'): "date: 'soon' does not match",
         ("refund_everything", "{}"): "there is no action named 'refund_everything'",
         ("handoff", "{}"): "'reason' is a required property",
     }

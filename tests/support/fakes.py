@@ -303,7 +303,7 @@ class FakeOpenAI(FakeServer):
     """Chat completions, speech and audio transcriptions, in OpenAI's wire format (what the openai
     SDK sends and parses)."""
 
-    def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = echo_model) -> None:
+    def __init__(self, answer: Callable[[list[dict[str, Any]]], Any] = echo_model) -> None:
         self._default_answer = answer
         super().__init__()
         self._defaults()
@@ -347,7 +347,8 @@ class FakeOpenAI(FakeServer):
         if request.path.endswith("/chat/completions"):
             body = request.json()
             time.sleep(self.delay)
-            content = self.answer(body["messages"])
+            said = self.answer(body["messages"])  # a text, or a whole message (tool_calls)
+            message = said if isinstance(said, dict) else {"role": "assistant", "content": said}
             return Answer(
                 200,
                 {
@@ -358,8 +359,8 @@ class FakeOpenAI(FakeServer):
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                            "message": message,
                         }
                     ],
                     "usage": {
