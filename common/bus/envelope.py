@@ -62,6 +62,7 @@ class Envelope:
     text: str | None = None  # the user's words, or the transcript of a voice note
     profile_name: str | None = None
     context_id: str | None = None
+    reply_id: str | None = None  # the id of the reply button or list row the user tapped
     media: MediaRef | None = None
     location: Place | None = None
     contacts: tuple[Card, ...] = ()
@@ -84,6 +85,7 @@ class Envelope:
             text=message.text,
             profile_name=message.profile_name,
             context_id=message.context_id,
+            reply_id=message.reply.id if message.reply else None,
             media=MediaRef(
                 media.id, media.mime_type, media.sha256, media.voice, media.filename, media.animated
             )

@@ -28,6 +28,7 @@ DOWNLOAD_CHUNK = 64 * 1024  # bytes read from the socket at a time
 BSUID = re.compile(r"^[A-Z]{2}\.\w+$")  # business-scoped user id, e.g. US.13491208655302741918
 META_API_HOST = "graph.facebook.com"
 META_MEDIA_HOSTS = ("fbsbx.com", "fbcdn.net", "whatsapp.net")  # and their subdomains, https only
+MAX_BUTTONS, MAX_BUTTON_TITLE, MAX_BUTTON_BODY = 3, 20, 1024  # reply buttons, as Meta allows
 
 
 class GraphError(Exception):
@@ -159,6 +160,31 @@ class GraphClient:
         """Send an uploaded OGG/Opus file as a voice note (`voice: true`: the round play button)."""
         audio = {"id": media_id, "voice": True}
         return self._message(phone_number_id, to, "audio", audio, reply_to, timeout)
+
+    def send_buttons(
+        self,
+        phone_number_id: str,
+        to: str,
+        body: str,
+        buttons: list[tuple[str, str]],
+        reply_to: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Send reply buttons (`interactive.type: button`): `buttons` are (id, title) pairs, at
+        most 3, each title at most 20 characters and the body at most 1024 (Meta's limits: a
+        ValueError before anything is sent). A tap comes back as `interactive.button_reply`
+        with that id, and `context.id` the id this returns."""
+        if not 1 <= len(buttons) <= MAX_BUTTONS:
+            raise ValueError(f"reply buttons: 1 to {MAX_BUTTONS}, not {len(buttons)}")
+        for button_id, title in buttons:
+            if not title.strip() or len(title) > MAX_BUTTON_TITLE or not 0 < len(button_id) <= 256:
+                raise ValueError(f"reply button titles: 1 to {MAX_BUTTON_TITLE} characters, ids 1 to 256")
+        interactive = {
+            "type": "button",
+            "body": {"text": body[:MAX_BUTTON_BODY]},
+            "action": {"buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in buttons]},
+        }
+        return self._message(phone_number_id, to, "interactive", interactive, reply_to, timeout)
 
     def _message(
         self,
