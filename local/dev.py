@@ -1,8 +1,9 @@
 """`make dev`: the whole bot on one machine, started and stopped by the code the e2e tests use.
 
 Emulators (local.emulators), topics with push subscriptions to the functions, the three
-functions (local.functions.serve), the WhatsApp simulator unless WHATSAPP_API_BASE is set, and
-the offline stand-in model unless OPENAI_API_KEY / OPENAI_BASE_URL is set. `start_stack(env)`
+functions (local.functions.serve), the WhatsApp simulator unless WHATSAPP_API_BASE is set, the
+offline stand-in model unless OPENAI_API_KEY / OPENAI_BASE_URL is set, and the example business
+(local/example_business.py, for examples/actions.yaml) unless ACTIONS_FILE is set. `start_stack(env)`
 returns a Stack whose `.stop()` ends every process it started.
 """
 
@@ -77,6 +78,8 @@ class Stack:
             where = plan.settings.get("OPENAI_BASE_URL") or "OpenAI"
             parts.append(f"model: {plan.settings.get('OPENAI_MODEL') or 'default'} at {where}")
         parts.append(f"transcription: {plan.settings['TRANSCRIBE_BACKEND']}")
+        if plan.example_business:
+            parts.append(f"actions: examples/actions.yaml at {plan.url('EXAMPLE_BUSINESS_PORT')}")
         parts.append(f"Pub/Sub {plan.ports['PUBSUB_PORT']}, Firestore {plan.ports['FIRESTORE_PORT']}")
         return " | ".join(parts) + " | Ctrl-C stops it all"
 
@@ -172,6 +175,8 @@ def _start(stack: Stack, jars: emu.Jars, out: TextIO) -> None:
         own.append(("model", "local.offline_model", "OFFLINE_MODEL_PORT"))
     if plan.simulator:
         own.append(("simulator", "local.simulator", "SIMULATOR_PORT"))
+    if plan.example_business:
+        own.append(("business", "local.example_business", "EXAMPLE_BUSINESS_PORT"))
     for name, module, port_name in own:
         pump = Pump(name, out, lock)
         stack.logs.append(pump)

@@ -24,6 +24,7 @@ PORTS = {
     "FIRESTORE_PORT": 8086,
     "SIMULATOR_PORT": 8090,
     "OFFLINE_MODEL_PORT": 8091,
+    "EXAMPLE_BUSINESS_PORT": 8092,
 }
 # Local stand-ins for secrets: the simulator and the functions agree on them.
 LOCAL_DEFAULTS = {
@@ -39,6 +40,8 @@ LOCAL_DEFAULTS = {
 REAL_WHATSAPP = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")  # no local stand-ins then
 OFFLINE_MODEL = "offline-stand-in"
 SIMULATOR_ADMIN = "15550000000"  # ADMIN_USERS with the simulator, unless .env names others
+EXAMPLE_ACTIONS = Path(__file__).resolve().parent.parent / "examples" / "actions.yaml"
+EXAMPLE_BUSINESS_TOKEN = "local-business-token"  # noqa: S105 - local/example_business.py's stand-in
 FUNCTIONS = ("transcriber", "responder", "webhook")  # started in this order, each on <NAME>_PORT
 # The contract with the responder and deploy.sh: a claim's lease outlives one attempt by a margin.
 LEASE_DEFAULTS = {"ATTEMPT_TIMEOUT_SECONDS": 120, "CLAIM_LEASE_SECONDS": 180}
@@ -98,6 +101,7 @@ class Plan:
     ports: dict[str, int]
     simulator: bool
     offline_model: bool
+    example_business: bool = False  # no ACTIONS_FILE: examples/actions.yaml, local/example_business.py
     # Per run: the simulator's state-changing endpoints want it (its page and the CLI get it from it).
     simulator_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
@@ -115,11 +119,16 @@ class Plan:
         if simulator:  # guardrails: one simulator user may /pause, /resume and /stats
             settings.setdefault("ADMIN_USERS", SIMULATOR_ADMIN)
         check_lease(settings)
+        example = not settings.get("ACTIONS_FILE")
+        if example:  # the example actions, against the example business make dev starts
+            settings["ACTIONS_FILE"] = str(EXAMPLE_ACTIONS)
+            settings.setdefault("EXAMPLE_BUSINESS_TOKEN", EXAMPLE_BUSINESS_TOKEN)
         offline = not (settings.get("OPENAI_API_KEY") or settings.get("OPENAI_BASE_URL"))
         if offline and settings["TRANSCRIBE_BACKEND"] == "openai":  # the stand-in cannot transcribe
             settings["TRANSCRIBE_BACKEND"] = "sphinx"
         wanted = [p for p in PORTS if (p != "SIMULATOR_PORT" or simulator)]
         wanted = [p for p in wanted if (p != "OFFLINE_MODEL_PORT" or offline)]
+        wanted = [p for p in wanted if (p != "EXAMPLE_BUSINESS_PORT" or example)]
         ports: dict[str, int] = {}
         for name in wanted:
             raw = settings.get(name, str(PORTS[name]))
@@ -128,7 +137,7 @@ class Plan:
             ports[name] = int(raw) or emu.free_port()
             if raw != "0" and not emu.port_is_free(ports[name]):
                 raise DevError(f"port {raw} ({name}) is already in use: stop what holds it or set {name}")
-        plan = cls(settings, ports, simulator, offline)
+        plan = cls(settings, ports, simulator, offline, example)
         plan.wiring()  # refuses bad values before anything starts
         return plan
 
@@ -162,4 +171,6 @@ class Plan:
             env["OPENAI_BASE_URL"] = self.url("OFFLINE_MODEL_PORT", "/v1")
             env["OPENAI_API_KEY"] = "offline"
             env["OPENAI_MODEL"] = OFFLINE_MODEL
+        if self.example_business:
+            env["EXAMPLE_BUSINESS_URL"] = self.url("EXAMPLE_BUSINESS_PORT", "")
         return env

@@ -3,8 +3,9 @@
 OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `POST /v1/audio/speech`, spoken
 by espeak-ng; `GET /v1/models`). It does not think: it echoes the user's last words, describes
 the images and files it was sent (format, size, pixels or pages: local/offline_media.py) and
-counts the turns it was given (which shows that history and /reset work), and every answer starts
-with LABEL so nobody mistakes it for a model.
+counts the turns it was given (which shows that history and /reset work), calls an action when
+the user's words name one (local/offline_tools.py), and every answer starts with LABEL so nobody
+mistakes it for a model.
 Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
 """
 
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from common import config, log
-from local import offline_media, offline_speech
+from local import offline_media, offline_speech, offline_tools
 
 LABEL = "[offline stand-in model]"
 MODEL = "offline-stand-in"
@@ -51,14 +52,23 @@ def answer(messages: list[dict[str, Any]]) -> str:
 
 
 def completion(body: dict[str, Any]) -> dict[str, Any]:
-    content = answer(body.get("messages") or [])
+    """The answer: a tool call when the words name an action (local/offline_tools.py), else the echo."""
+    messages, tools = body.get("messages") or [], body.get("tools") or []
+    message = offline_tools.reply(messages, tools, LABEL) if tools else None
+    if message is None:
+        message = {"role": "assistant", "content": answer(messages)}
+    content = message.get("content") or ""
     return {
         "id": "chatcmpl-" + secrets.token_hex(12),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": str(body.get("model") or MODEL),
         "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+            {
+                "index": 0,
+                "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                "message": message,
+            }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": len(content.split()), "total_tokens": 0},
     }
@@ -68,7 +78,8 @@ def chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The same answer as `stream: true` chunks: role, content, then the finish reason."""
     whole = completion(body)
     base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    deltas = [{"role": "assistant", "content": ""}, {"content": whole["choices"][0]["message"]["content"]}]
+    said = whole["choices"][0]["message"]["content"] or ""
+    deltas = [{"role": "assistant", "content": ""}, {"content": said}]
     out = [base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     out.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     return out

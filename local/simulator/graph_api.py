@@ -53,6 +53,30 @@ def unknown_object(object_id: str, method: str) -> Response:
     return graph_error(400, 100, message, kind="GraphMethodException", error_subcode=33)
 
 
+def interactive_body(interactive: Any) -> tuple[str | None, str]:
+    """The body of a reply-buttons message, or why Meta would refuse it (only `button` here)."""
+    if not isinstance(interactive, dict) or interactive.get("type") != "button":
+        return None, "interactive['type'] must be 'button' (the simulator renders reply buttons only)"
+    body = (interactive.get("body") or {}).get("text")
+    if not isinstance(body, str) or not body or len(body) > 1024:
+        return None, "interactive['body']['text'] is required, at most 1024 characters"
+    buttons = (interactive.get("action") or {}).get("buttons")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return None, "interactive['action']['buttons'] must hold 1 to 3 buttons"
+    for button in buttons:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if button.get("type") != "reply" or not isinstance(reply, dict):
+            return None, "each button is {type: reply, reply: {id, title}}"
+        title, button_id = reply.get("title"), reply.get("id")
+        if not isinstance(title, str) or not 0 < len(title) <= 20:
+            return None, "a button title must be 1 to 20 characters"
+        if not isinstance(button_id, str) or not 0 < len(button_id) <= 256:
+            return None, "a button id must be 1 to 256 characters"
+    if len({b["reply"]["id"] for b in buttons}) != len(buttons):
+        return None, "button ids must be unique"
+    return body, ""
+
+
 class MediaUrls:
     """Signed, expiring download urls, shaped like Meta's lookaside urls."""
 
@@ -142,6 +166,10 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
                 return graph_error(400, 100, "(#100) The parameter text['body'] is required.")
             if len(text) > MAX_TEXT:
                 return param_error(f"Param text['body'] must be at most {MAX_TEXT} characters long.")
+        if kind == "interactive":
+            text, why = interactive_body(payload.get("interactive"))
+            if why:
+                return param_error(why)
         context = (payload.get("context") or {}).get("message_id")
         if context and context not in store.messages:
             return param_error("Invalid context message_id")

@@ -57,6 +57,8 @@ def message_payload(user: User, message: ChatMessage, media: Media | None, media
         item["context"] = {"from": DISPLAY_PHONE_NUMBER, "id": message.context_id}
     if message.type == "text":
         item["text"] = {"body": message.text or ""}
+    elif message.type == "interactive":  # a tap on one of the bot's reply buttons
+        item["interactive"] = {"type": "button_reply", "button_reply": message.extra.get("button_reply")}
     elif message.type == "audio" and media is not None:
         item["audio"] = {
             "mime_type": media.mime_type,

@@ -98,8 +98,9 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
 
     @app.post("/api/messages")
     def send() -> Response | tuple[Response, int]:
-        """A user writes (JSON {user, name, text}), sends audio (multipart: user, name, voice, audio)
-        or a photo or document (multipart: user, name, file, text as its caption).
+        """A user writes (JSON {user, name, text}), taps a reply button (JSON {user, reply_id,
+        context_id}: the bot's message with the buttons), sends audio (multipart: user, name,
+        voice, audio) or a photo or document (multipart: user, name, file, text as its caption).
 
         `?wait=SECONDS` answers only once the bot replied (or the time ran out): the CLI's way.
         """
@@ -137,6 +138,13 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
             message = replace(
                 message, type=kind, media_id=media.id, mime_type=mime, text=caption, extra=extra
             )
+        elif form.get("reply_id"):
+            tapped, why = tap(user, str(form.get("reply_id")), str(form.get("context_id") or ""))
+            if tapped is None:
+                return bad(why)
+            extra, context = {"button_reply": tapped}, str(form["context_id"])
+            message = replace(message, type="interactive", text=tapped["title"], extra=extra)
+            message = replace(message, context_id=context)
         else:
             text = str(form.get("text") or "").strip()
             if not text:
@@ -155,6 +163,18 @@ def create_app(webhook_url: str, app_secret: str, token: str, simulator_token: s
             replies = store.wait_replies(message.id, wait)
             answer |= {"replies": [m.to_json() for m in replies], "timed_out": not replies}
         return jsonify(answer), 200 if delivered else 502
+
+    def tap(user: User, reply_id: str, context_id: str) -> tuple[dict[str, str] | None, str]:
+        """The {id, title} of a button of the bot's message `context_id` to this user: WhatsApp
+        only lets a user tap a button they were sent (a tap answers that message)."""
+        asked = store.messages.get(context_id)
+        if asked is None or asked.user != user.key or asked.type != "interactive":
+            return None, "context_id must be a message with buttons the bot sent this user"
+        buttons = ((asked.extra.get("interactive") or {}).get("action") or {}).get("buttons") or []
+        for button in buttons:
+            if button["reply"]["id"] == reply_id:
+                return {"id": reply_id, "title": button["reply"]["title"]}, ""
+        return None, "that message has no button with this reply_id"
 
     @app.post("/api/read")
     def read() -> Response:

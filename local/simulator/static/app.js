@@ -33,7 +33,7 @@ function summary(message) {
   if (message.type === "audio") return message.voice ? "Voice message" : "Audio";
   if (message.type === "image") return `Photo${message.text ? ": " + message.text : ""}`;
   if (message.type === "document") return `${message.extra?.filename || "Document"}${message.text ? ": " + message.text : ""}`;
-  return message.text || `[${message.type}]`;
+  return message.text || `[${message.type}]`;  // text, and the body of reply buttons
 }
 
 function bubble(message) {
@@ -54,6 +54,9 @@ function bubble(message) {
     html += attachmentHtml(message);
   } else if (message.type === "text") {
     html += `<span class="text">${formatText(message.text || "")}</span>`;
+  } else if (message.type === "interactive") {  // the bot's reply buttons, or the user's tap on one
+    html += `<span class="text${message.sender === "user" ? " tap" : ""}">${formatText(message.text || "")}</span>`;
+    if (message.sender === "bot") html += buttonsHtml(message);
   } else {
     html += `<span class="text"><i>[${escapeHtml(message.type)} message]</i></span>`;
   }
@@ -63,7 +66,17 @@ function bubble(message) {
     foot += `<span class="ticks ${message.status}"${title}>${ticks[message.status] || "✓"}</span>`;
   }
   div.innerHTML = html + `<span class="foot">${foot}</span>`;
+  div.querySelectorAll(".reply-button").forEach((button) => {  // a tap sends a real button_reply
+    button.onclick = () => post({ user: message.user, reply_id: button.dataset.id, context_id: message.id });
+  });
   return div;
+}
+
+// Reply buttons as WhatsApp shows them under the message; each stays tappable (try a double tap).
+function buttonsHtml(message) {
+  const buttons = message.extra?.interactive?.action?.buttons || [];
+  const items = buttons.map((b) => `<button type="button" class="reply-button" data-id="${escapeHtml(b.reply.id)}">${escapeHtml(b.reply.title)}</button>`);
+  return `<div class="reply-buttons">${items.join("")}</div>`;
 }
 
 // A photo or sticker shows itself; a document shows its name; the caption follows.
@@ -129,8 +142,19 @@ function isAdmin(key) {
   return (state.admins || []).includes(key);
 }
 
+// A handoff: the admin's chat holds the bot's notifications and the user's forwarded messages;
+// "reply" starts `/reply <user> ` in the composer, "resume" gives the chat back to the bot.
 function adminButtons(key) {
-  return ["pause", "resume"].map((verb) => {
+  const reply = document.createElement("button");
+  reply.className = "ghost admin-action";
+  reply.textContent = "reply";
+  reply.title = `Answer ${key} as a person (/reply ${key} …)`;
+  reply.onclick = (event) => {
+    event.stopPropagation();
+    $("text").value = `/reply ${key} `;
+    $("text").focus();
+  };
+  return [reply, ...["pause", "resume"].map((verb) => {
     const button = document.createElement("button");
     button.className = "ghost admin-action";
     button.textContent = verb;
@@ -140,7 +164,7 @@ function adminButtons(key) {
       post({ user: state.current, text: `/${verb} ${key}` });
     };
     return button;
-  });
+  })];
 }
 
 let readTimer = null;
