@@ -23,6 +23,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from common import config
 from common.store.claims import doc_id
 
 COLLECTION = "actions"
@@ -55,7 +56,7 @@ class Record:
 
 class Ledger:
     def __init__(self, db: firestore.Client, ttl: timedelta | None = None) -> None:
-        self.db, self.ttl = db, ttl or timedelta(days=7)
+        self.db, self.ttl = db, ttl or timedelta(days=config.number("ACTION_RESULT_TTL_DAYS", 7))
 
     def ref(self, message_id: str) -> firestore.DocumentReference:
         return self.db.collection(COLLECTION).document(doc_id(message_id))
