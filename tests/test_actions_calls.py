@@ -108,22 +108,27 @@ def test_a_retried_attempt_replays_the_stored_call_and_never_calls_again(
     assert again.calls == 1 and again.reply and "shipped" in again.reply
 
 
-def test_the_same_call_asked_again_on_a_retry_gets_the_stored_result(
+BOOK = {"type": "object", "properties": {"date": {"type": "string"}, "people": {"type": "integer"}}}
+
+
+def test_a_call_whose_result_was_lost_goes_again_with_the_same_key_and_happens_once(
     shop: FakeBusiness, model: FakeOpenAI, db: firestore.Client
 ) -> None:
-    """Even without the replay, a call the model asks for again (same action, same arguments)
-    has the stored call's key and result."""
-    model.answer = answer_with_results
-    loop(db, action(shop)).run(ask(model), prompt("where is A1001?"), MESSAGE, USER)
+    """The window only the endpoint can close: the business did the work, the attempt died before
+    the result was stored (here: the retry does not see it). The same call gets the same key."""
+    book = Action("book_table", "Book.", f"{shop.url}/bookings", parameters=BOOK, token=DEFAULT_TOKEN)
     model.answer = lambda messages: (
-        "again: " + messages[-1]["content"]
+        "booked: " + messages[-1]["content"]
         if last(messages).get("role") == "tool"
-        else calling(("order_status", {"order_id": "A1001"}))
+        else calling(("book_table", {"people": 2, "date": "2026-05-01"}))
     )
-    records = Ledger(db).load(MESSAGE)
-    assert len(records) == 1
-    loop(db, action(shop)).run(ask(model), prompt("where is A1001?"), MESSAGE, USER, fresh=False)
-    assert len(shop.calls("/orders/status")) == 1
+    first = loop(db, book).run(ask(model), prompt("book for 2"), MESSAGE, USER)
+    again = loop(db, book).run(ask(model), prompt("book for 2"), MESSAGE, USER, fresh=True)
+    (key,) = shop.keys("/bookings")
+    assert shop.keys("/bookings")[key] == 2 and len(shop.shop.bookings) == 1
+    assert '"B-0001"' in (first.reply or "") and '"B-0001"' in (again.reply or "")
+    other = loop(db, book).run(ask(model), prompt("book for 2"), MESSAGE.replace("MQA=", "Mg=="), USER)
+    assert '"B-0002"' in (other.reply or ""), "another message's same call is another booking"
 
 
 def test_an_invalid_call_is_answered_with_the_reason_and_never_made(

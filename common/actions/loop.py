@@ -7,8 +7,9 @@ result back as a tool message. It ends with the model's text, with a call that n
 yes first (`confirm: true`: the caller sends buttons, confirm.py), or with the model's handoff.
 At most MAX_ACTION_CALLS endpoint calls per message; past that the model is told so. On a
 retried attempt (`fresh` False), the calls an earlier attempt made are replayed from the ledger,
-in their rounds, before the model is asked: it continues where that attempt stopped, and a call
-it makes again (same action, same arguments) gets the stored result, not a second request.
+in their rounds, before the model is asked: it continues where that attempt stopped instead of
+asking for them again. A call whose result was lost (a crash between the endpoint's answer and
+the write) is asked for again with the same key: the endpoint's idempotency covers that window.
 
 The model is reached through `Ask` (the responder's adapter of common/ai/llm.py), so this module
 knows the chat format but not the client.
@@ -100,7 +101,6 @@ class Loop:
         `stopped()` (the attempt's deadline check) runs before each model call and may raise."""
         outcome = Outcome(messages=list(messages))
         records = [] if fresh else self.ledger.load(message_id)
-        done = {r.key: r for r in records}
         seen: Counter[tuple[str, str]] = Counter()
         for record in records:
             seen[(record.name, record.arguments)] += 1
@@ -119,7 +119,7 @@ class Loop:
             outcome.messages.append(assistant(answer.content, answer.tool_calls))
             for call in answer.tool_calls:
                 content, made, stop = self._one(
-                    call, outcome, message_id, user, deadline, index, rounds, seen, done
+                    call, outcome, message_id, user, deadline, index, rounds, seen
                 )
                 if stop:  # a confirmation or the handoff: the caller takes it from here
                     return outcome
@@ -140,7 +140,6 @@ class Loop:
         index: int,
         round_: int,
         seen: Counter[tuple[str, str]],
-        done: dict[str, Record],
     ) -> tuple[str, bool, bool]:
         """One tool call: (the tool message's content, whether the endpoint was called and the
         result stored, whether the loop ends here)."""
@@ -157,8 +156,6 @@ class Loop:
         occurrence = seen[(call.name, spelled)]
         seen[(call.name, spelled)] += 1
         call_key = key(message_id, call.name, arguments, occurrence)
-        if call_key in done:  # made by an earlier attempt: its stored result
-            return done[call_key].content, False, False
         if outcome.calls >= self.max_calls:
             return (
                 refused(call.name, f"not made: at most {self.max_calls} action calls per message"),
@@ -172,7 +169,6 @@ class Loop:
         content = result.for_model(action.name)
         record = Record(index, round_, call.id, call.name, spelled, call_key, result.ok, content)
         self.ledger.store(message_id, record)  # before the model sees it: a retry replays it
-        done[call_key] = record
         outcome.calls += 1
         return content, True, False
 
