@@ -44,6 +44,7 @@ class Failure:
     body: Any
     times: int
     delay: float = 0.0
+    when: Callable[[Recorded], bool] | None = None  # only requests this accepts (their JSON, say)
 
 
 @dataclass
@@ -82,11 +83,18 @@ class FakeServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def fail(
-        self, path_contains: str, status: int, body: Any = None, times: int = 1, delay: float = 0
+        self,
+        path_contains: str,
+        status: int,
+        body: Any = None,
+        times: int = 1,
+        delay: float = 0,
+        when: Callable[[Recorded], bool] | None = None,
     ) -> None:
-        """Answer the next `times` requests whose path contains `path_contains` with this failure."""
+        """Answer the next `times` requests whose path contains `path_contains` (and that `when`
+        accepts) with this failure."""
         with self.lock:
-            self.failures.append(Failure(path_contains, status, body, times, delay))
+            self.failures.append(Failure(path_contains, status, body, times, delay, when))
 
     def on(
         self, matches: Callable[[Recorded], bool], action: Callable[[], None], after_answer: bool = False
@@ -120,7 +128,11 @@ class FakeServer:
         with self.lock:
             self.requests.append(request)
             for failure in self.failures:
-                if failure.times > 0 and failure.path_contains in request.path:
+                if (
+                    failure.times > 0
+                    and failure.path_contains in request.path
+                    and (failure.when is None or failure.when(request))
+                ):
                     failure.times -= 1
                     break
             else:
@@ -190,7 +202,18 @@ class FakeGraph(FakeServer):
         self.media_urls: dict[str, str] = {}  # id -> download url to name instead of our own
         self._ids = itertools.count(1)
         self._media_ids = itertools.count(10**15 + 1)  # uploads get digit ids, as Meta's
+        self.ids: list[str] = []  # the id of every message accepted, in order
         super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self.ids.clear()
+
+    def message_ids(self) -> list[str]:
+        """The ids the accepted messages were given (what a reply or a tap names as context)."""
+        with self.lock:
+            return list(self.ids)
 
     def add_media(self, media_id: str, data: bytes, mime_type: str, declared_size: int | None = None) -> None:
         self.media[media_id] = (data, mime_type, len(data) if declared_size is None else declared_size)
@@ -254,6 +277,8 @@ class FakeGraph(FakeServer):
                 return Answer(200, {"success": True})
             to = payload.get("to") or payload.get("recipient")
             wamid = f"wamid.FAKE{next(self._ids):08d}"
+            with self.lock:
+                self.ids.append(wamid)
             return Answer(
                 200,
                 {
