@@ -12,7 +12,6 @@ from google.cloud import firestore
 from common.actions.handoff import ALERT, Handoffs, Handover, Started
 from common.meta.graph import GraphClient, GraphError
 from common.store.counters import Pauses
-from common.store.firestore_rest import Firestore
 from common.store.history import Budget, History
 from tests.support.fakes import FakeGraph, graph_error
 
@@ -23,10 +22,10 @@ HANDOVER = Handover(USER, USER, "Ann", BUSINESS, "wants a refund")
 
 
 def handoffs(graph: FakeGraph) -> Handoffs:
-    store = Firestore.from_env()
-    history = History(store, Budget(20, 12000), ttl=timedelta(days=30))
+    db = firestore.Client()
+    history = History(db, Budget(20, 12000), ttl=timedelta(days=30))
     client = GraphClient(token=graph.token, base=graph.url)
-    return Handoffs(firestore.Client(), Pauses(store, 0), history, client, ADMINS)
+    return Handoffs(db, Pauses(db, 0), history, client, ADMINS)
 
 
 def paused(hands: Handoffs, user: str = USER) -> bool:

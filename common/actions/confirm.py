@@ -28,6 +28,7 @@ from common.actions.ledger import canonical
 from common.actions.loop import Confirmation, ToolCall, assistant, refused, tool
 from common.actions.spec import Catalog
 from common.store.claims import doc_id
+from common.store.db import reading, writing
 
 COLLECTION = "confirmations"
 PREFIX = "wb-confirm"  # the button ids: wb-confirm:<key>:yes | :no
@@ -103,16 +104,16 @@ class Confirmations:
             "expireAt": now + timedelta(days=1),
         }
         try:
-            self.ref(call.key).create(data)
+            self.ref(call.key).create(data, **writing())
         except AlreadyExists:
-            data = self.ref(call.key).get().to_dict() or data
+            data = self.ref(call.key).get(**reading()).to_dict() or data
         return _pending(call.key, data)
 
     def decide(self, key: str, user: str, message_id: str, yes: bool) -> tuple[Decision, Pending | None]:
         """The first decision on the question wins (1 read, 1 conditional write)."""
         ref, mark = self.ref(key), doc_id(message_id)
         for _ in range(2):
-            snapshot = ref.get()
+            snapshot = ref.get(**reading())
             data = snapshot.to_dict() or {}
             if not snapshot.exists or data.get("user") != doc_id(user):
                 return Decision.UNKNOWN, None
@@ -130,7 +131,9 @@ class Confirmations:
                 "decidedAt": datetime.now(UTC),
             }
             try:
-                ref.update(change, option=self.db.write_option(last_update_time=snapshot.update_time))
+                ref.update(
+                    change, option=self.db.write_option(last_update_time=snapshot.update_time), **writing()
+                )
                 return decision, pending
             except FailedPrecondition:
                 continue  # another tap (or this one's lost answer): read again and see who won
@@ -166,7 +169,7 @@ class Confirmations:
 
     def ran(self, key: str, content: str) -> None:
         """The call's result (the tool message), stored before the model reads it (1 write)."""
-        self.ref(key).update({"ran": content})
+        self.ref(key).update({"ran": content}, **writing())
 
 
 def _pending(key: str, data: dict[str, Any]) -> Pending:

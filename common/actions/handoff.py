@@ -33,6 +33,7 @@ from common.guard.policy import ids_of, normalize
 from common.meta.graph import GraphClient, GraphError
 from common.store.claims import doc_id
 from common.store.counters import FOREVER, Pauses
+from common.store.db import reading, writing
 from common.store.history import History
 
 COLLECTION = "handoffs"
@@ -97,9 +98,9 @@ class Handoffs:
             "by": mark,
         }
         try:
-            ref.create(record)
+            ref.create(record, **writing())
         except AlreadyExists:
-            snapshot = ref.get()
+            snapshot = ref.get(**reading())
             data = snapshot.to_dict() or {}
             if data.get("by") != mark:
                 if data.get("state") == "active":
@@ -108,9 +109,13 @@ class Handoffs:
                 if by_model and isinstance(resumed, datetime) and now - resumed < self.cooldown:
                     return Started.COOLING
                 try:
-                    ref.update(record, option=self.db.write_option(last_update_time=snapshot.update_time))
+                    ref.update(
+                        record,
+                        option=self.db.write_option(last_update_time=snapshot.update_time),
+                        **writing(),
+                    )
                 except FailedPrecondition:
-                    again = ref.get().to_dict() or {}
+                    again = ref.get(**reading()).to_dict() or {}
                     if again.get("by") != mark:
                         return Started.ALREADY
         for user in ids_of(handover.user, handover.to):
@@ -120,7 +125,7 @@ class Handoffs:
 
     def current(self, address: str) -> Handover | None:
         """The active handover of this address (the user's phone number or id), if any (1 read)."""
-        data = self.ref(address).get().to_dict() or {}
+        data = self.ref(address).get(**reading()).to_dict() or {}
         if data.get("state") != "active":
             return None
         return Handover(
@@ -199,6 +204,6 @@ class Handoffs:
             return None
         for user in ids_of(handover.user, handover.to):
             self.pauses.resume(user)
-        self.ref(handover.to).update({"state": "resumed", "resumedAt": datetime.now(UTC)})
+        self.ref(handover.to).update({"state": "resumed", "resumedAt": datetime.now(UTC)}, **writing())
         log.info("handover ended: the bot answers again", user=handover.user)
         return f"Resumed: the bot answers {handover.who} again."

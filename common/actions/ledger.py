@@ -25,6 +25,7 @@ from google.cloud import firestore
 
 from common import config
 from common.store.claims import doc_id
+from common.store.db import reading, writing
 
 COLLECTION = "actions"
 
@@ -63,7 +64,7 @@ class Ledger:
 
     def load(self, message_id: str) -> list[Record]:
         """The calls an earlier attempt made, in order (1 read)."""
-        data = self.ref(message_id).get().to_dict() or {}
+        data = self.ref(message_id).get(**reading()).to_dict() or {}
         calls = data.get("calls") if isinstance(data.get("calls"), dict) else {}
         records = []
         for raw in calls.values():
@@ -77,4 +78,4 @@ class Ledger:
         """1 write: this call's field, merged (the other calls' fields stay)."""
         expire = datetime.now(UTC) + self.ttl
         change = {"calls": {str(record.index): asdict(record)}, "expireAt": expire}
-        self.ref(message_id).set(change, merge=True)
+        self.ref(message_id).set(change, merge=True, **writing())
