@@ -12,7 +12,7 @@ from common.bus.envelope import Envelope
 from local import offline_model
 from local.functions import FunctionProcess
 from local.simulator.server import create_app
-from tests.conftest import APP_SECRET, TOPIC_TEXT
+from tests.conftest import APP_SECRET, TOPIC_AUDIO
 from tests.support.pubsub import Topics
 from tests.test_actions_file import ENV, EXAMPLE
 
@@ -51,7 +51,7 @@ def test_a_tap_on_the_bots_button_reaches_the_responder_as_whatsapp_sends_it(
         "/api/messages", json={"user": USER, "reply_id": yes, "context_id": asked}, headers=PAGE
     )
     assert tap.status_code == 200, tap.json
-    [received] = topics.pull(TOPIC_TEXT, expect=1)
+    [received] = topics.pull(TOPIC_AUDIO, expect=1)  # every message enters by the ordered topic
     envelope = Envelope.from_bytes(received.data)
     assert envelope.type == "interactive" and envelope.reply_id == yes and envelope.context_id == asked
     assert envelope.text == "Yes, go ahead" and tapped(envelope.reply_id) == ("k" * 32, True)
