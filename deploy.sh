@@ -107,14 +107,28 @@ service_account() { say "$PREFIX-$1@$PROJECT.iam.gserviceaccount.com"; }
 invoker_account() { say "$PREFIX-$1-push@$PROJECT.iam.gserviceaccount.com"; }
 push_subscription() { say "$PREFIX-$1-push"; }
 
+# The token_env names of ACTIONS_FILE (docs/actions.md): the responder's secrets too.
+action_secrets() {
+  [ -n "${ACTIONS_FILE:-}" ] || return 0
+  [ -f "$ACTIONS_FILE" ] || die "ACTIONS_FILE=$ACTIONS_FILE: no such file"
+  sed -nE "s/^[[:space:]-]*token_env:[[:space:]]*[\"']?([A-Za-z_][A-Za-z0-9_]*).*/\1/p" "$ACTIONS_FILE" | sort -u | paste -sd ' ' -
+}
+
 # The environment variable each secret is read from, and its Secret Manager name.
-secret_vars() { case $1 in webhook) say "WHATSAPP_APP_SECRET WHATSAPP_VERIFY_TOKEN" ;; *) say "WHATSAPP_TOKEN OPENAI_API_KEY" ;; esac }
+secret_vars() {
+  case $1 in
+    webhook) say "WHATSAPP_APP_SECRET WHATSAPP_VERIFY_TOKEN" ;;
+    responder) say "WHATSAPP_TOKEN OPENAI_API_KEY $(action_secrets)" ;;
+    *) say "WHATSAPP_TOKEN OPENAI_API_KEY" ;;
+  esac
+}
 secret_name() {
   case $1 in
     WHATSAPP_APP_SECRET) say "$PREFIX-app-secret" ;;
     WHATSAPP_VERIFY_TOKEN) say "$PREFIX-verify-token" ;;
     WHATSAPP_TOKEN) say "$PREFIX-whatsapp-token" ;;
     OPENAI_API_KEY) say "$PREFIX-openai-api-key" ;;
+    *) say "$PREFIX-action-$(printf '%s' "$1" | tr '[:upper:]_' '[:lower:]-')" ;; # an action's token_env
   esac
 }
 
@@ -133,6 +147,8 @@ env_vars() {
       RESET_TEXT UNSUPPORTED_TEXT VOICE_FAILED_TEXT MODEL_ERROR_TEXT HISTORY_MAX_CHARS
       HISTORY_MAX_TURNS HISTORY_TTL_DAYS ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS CLAIM_TTL_DAYS
       OPENAI_MAX_TOKENS
+      MAX_ACTION_CALLS ACTION_TIMEOUT_SECONDS ACTION_TRIES ACTION_MAX_RESULT_BYTES ACTION_RESULT_TTL_DAYS
+      CONFIRM_MINUTES CONFIRM_YES_TEXT CONFIRM_NO_TEXT HANDOFF_TEXT HANDOFF_COOLDOWN_MINUTES
       ADMIN_USERS MAX_TURNS_PER_DAY MAX_TOKENS_PER_DAY MAX_AUDIO_SECONDS_PER_DAY LIMITS_TIMEZONE DAILY_TOKEN_BUDGET BUDGET_SHARDS GUARDRAILS_CACHE_SECONDS MAX_REPLY_PARTS MAX_MESSAGE_AGE_HOURS ECHO_PAUSE_HOURS NOT_ALLOWED_TEXT LIMIT_TEXT BUSY_TEXT SHORTENED_TEXT
       VISION_MODEL VISION_TIMEOUT_SECONDS IMAGE_PROMPT DOCUMENT_PROMPT MAX_IMAGE_BYTES MAX_DOCUMENT_BYTES MAX_DOCUMENT_PAGES
       MEDIA_FAILED_TEXT MEDIA_TOO_LARGE_TEXT UNSUPPORTED_FILE_TEXT MEDIA_REFUSED_TEXT TYPING_REFRESH_SECONDS" ;;
@@ -400,6 +416,10 @@ stage() {
   for package in $(common_packages "$name"); do cp -R "$ROOT/common/$package" "$dest/common/$package"; done
   find "$dest" -name __pycache__ -type d -prune -exec rm -rf {} +
   rm -f "$dest"/requirements*.in "$dest"/requirements-*.txt
+  if [ "$name" = responder ] && [ -n "${ACTIONS_FILE:-}" ]; then # read at start as ACTIONS_FILE=actions.yaml
+    [ -f "$ACTIONS_FILE" ] || die "ACTIONS_FILE=$ACTIONS_FILE: no such file"
+    cp "$ACTIONS_FILE" "$dest/actions.yaml"
+  fi
   if [ "$name" = transcriber ]; then
     backend=${TRANSCRIBE_BACKEND:-openai}
     case $backend in
@@ -436,9 +456,10 @@ write_env_file() {
     yaml_entry MALLOC_MMAP_THRESHOLD_ 1048576
   fi
   [ "$name" != webhook ] || yaml_entry TOPIC_AUDIO "$TOPIC_AUDIO"
+  [ "$name" != responder ] || [ -z "${ACTIONS_FILE:-}" ] || yaml_entry ACTIONS_FILE actions.yaml # staged beside main.py
   for var in $(env_vars "$name"); do
     [ -n "${!var:-}" ] || continue
-    case " $SECRET_VARS " in *" $var "*) continue ;; esac # secrets only ever via --set-secrets
+    case " $SECRET_VARS $(action_secrets) " in *" $var "*) continue ;; esac # secrets only ever via --set-secrets
     if [[ ${!var} =~ ://(localhost|127\.|0\.0\.0\.0|\[::1\]) ]]; then
       say "   $var points at this machine (${!var}): not passed to the cloud" >&2
       continue
@@ -743,7 +764,7 @@ destroy() {
   for name in "$TOPIC_AUDIO" "$TOPIC_TEXT" "$DLQ_TOPIC"; do
     if exists pubsub topics describe "$name"; then mutate pubsub topics delete "$name" --quiet; fi
   done
-  for var in $SECRET_VARS; do
+  for var in $SECRET_VARS $(action_secrets); do
     name=$(secret_name "$var")
     if exists secrets describe "$name"; then mutate secrets delete "$name" --quiet; fi
   done
