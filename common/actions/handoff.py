@@ -123,6 +123,23 @@ class Handoffs:
         log.info("handed over to a person", user=handover.user, by_model=by_model, message_id=message_id)
         return Started.STARTED
 
+    def may_hand_over(self, address: str) -> bool:
+        """Whether the model may hand this chat over now: not within HANDOFF_COOLDOWN_MINUTES of
+        a /resume (1 read, only when the model asks)."""
+        resumed = (self.ref(address).get(**reading()).to_dict() or {}).get("resumedAt")
+        return not (isinstance(resumed, datetime) and datetime.now(UTC) - resumed < self.cooldown)
+
+    def notify_once(self, handover: Handover, asked: str) -> int:
+        """`notify` for the message that started the handover, from the first admin not yet told:
+        the record counts them (1 read, and 1 write after each admin but the last)."""
+        ref = self.ref(handover.to)
+        start = int((ref.get(**reading()).to_dict() or {}).get("notified") or 0)
+
+        def told(count: int) -> None:
+            ref.update({"notified": count}, **writing())
+
+        return self.notify(handover, asked, start, told)
+
     def current(self, address: str) -> Handover | None:
         """The active handover of this address (the user's phone number or id), if any (1 read)."""
         data = self.ref(address).get(**reading()).to_dict() or {}
@@ -171,9 +188,10 @@ class Handoffs:
                 progress(index + 1)
         return len(self.admins)
 
-    def relay(self, who: str, text: str, admin_message_id: str) -> str:
-        """`/reply <who> <text>`: sent to the user as the business, stored in their history as a
-        human's turn (once: a redelivery finds the turn); the admin's answer says what happened."""
+    def relay(self, who: str, text: str, admin_message_id: str, sent: bool = False) -> str:
+        """`/reply <who> <text>`: sent to the user as the business (unless an earlier attempt of
+        this /reply did: `sent`), stored in their history as a human's turn (once: a redelivery
+        finds the turn); the admin's answer says what happened."""
         handover = self.current(who)
         if handover is None:
             return f"No chat with {who} is handed over (see /resume, or the notification's /reply line)."
@@ -187,7 +205,8 @@ class Handoffs:
             }
             self.history.append(handover.user, conversation, [turn])
         try:
-            self.graph.send_text(handover.phone_number_id, handover.to, text)
+            if not sent:
+                self.graph.send_text(handover.phone_number_id, handover.to, text)
         except GraphError as exc:
             if exc.retriable or exc.auth:
                 raise

@@ -13,6 +13,7 @@ cold start, measured here); validating one call's arguments is a few microsecond
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common import config
+from common.guard.policy import id_set
 
 HANDOFF = "handoff"  # the built-in action that hands the chat to a person (ADMIN_USERS)
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI accepts as a function name
@@ -176,8 +178,11 @@ def load(path: str | Path | None, handoff: bool = False, env: dict[str, str] | N
     return Catalog(actions, handoff)
 
 
-def from_env(handoff: bool) -> Catalog:
-    return load(config.get("ACTIONS_FILE"), handoff)
+@functools.cache
+def configured() -> Catalog:
+    """The instance's catalog: ACTIONS_FILE, and the handoff when ADMIN_USERS names someone to
+    hand over to. Read once (the responder checks it when it starts)."""
+    return load(config.get("ACTIONS_FILE"), handoff=bool(id_set(config.get("ADMIN_USERS"))))
 
 
 def _action(raw: Any, where: str, environ: Any) -> Action:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from common import config, log
@@ -37,17 +38,35 @@ class ModelRefused(Exception):
         self.status, self.code, self.request_id = status, code, request_id
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for: its id, the function's name, the arguments' JSON text
+    (as the model wrote it: possibly invalid)."""
+
+    id: str
+    name: str
+    arguments: str | None
+
+
 class Completion(str):
-    """The model's answer as a plain string that also carries its token count (`usage`)."""
+    """The model's answer as a plain string that also carries its token count (`usage`) and the
+    tool calls it asked for (with `tools=`; the text is then often empty)."""
 
     tokens: int = 0
+    calls: tuple[ToolCall, ...] = ()
 
 
 def _completion(response: Any) -> Completion:
-    """The first choice's text and the `usage` total of a ChatCompletion."""
+    """The first choice's text, its function calls and the `usage` total of a ChatCompletion."""
     message = response.choices[0].message if response.choices else None
     answer = Completion(((message.content if message else None) or "").strip())
     answer.tokens = int(getattr(response.usage, "total_tokens", 0) or 0)
+    calls = (getattr(message, "tool_calls", None) or []) if message else []
+    answer.calls = tuple(
+        ToolCall(str(call.id), str(call.function.name), call.function.arguments)
+        for call in calls
+        if getattr(call, "function", None) is not None  # a function call, not another kind of tool
+    )
     return answer
 
 
@@ -67,12 +86,14 @@ class ChatModel:
         deadline: float | None = None,
         model: str | None = None,
         timeout: float | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         """The model's answer; retried up to OPENAI_MAX_RETRIES times, all before `deadline`
         (a time.monotonic() value), else ModelUnavailable. `model` and `timeout` (of one call)
-        override OPENAI_MODEL and OPENAI_TIMEOUT_SECONDS."""
+        override OPENAI_MODEL and OPENAI_TIMEOUT_SECONDS; `tools` (function definitions) let
+        the model answer with `calls` instead of words."""
         once = functools.partial(
-            self._complete_once, messages, deadline, model or self.model, timeout or self.timeout
+            self._complete_once, messages, deadline, model or self.model, timeout or self.timeout, tools
         )
         try:
             return _completion(openai_client.within(deadline, self.retries, once))
@@ -106,14 +127,22 @@ class ChatModel:
             return self.complete([*prompt, *history[-2:], asked], deadline, model, timeout)
 
     def _complete_once(
-        self, messages: list[dict[str, Any]], deadline: float | None, model: str, timeout: float
+        self,
+        messages: list[dict[str, Any]],
+        deadline: float | None,
+        model: str,
+        timeout: float,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Any:
         """One SDK try, no retries of its own, within what is left of the attempt."""
         left = _left(deadline)
         if left < 1:
             raise ModelUnavailable("no time left in this attempt")
         chat = self.client.with_options(timeout=min(timeout, left), max_retries=0).chat
-        return chat.completions.create(model=model, messages=messages, max_completion_tokens=self.max_tokens)
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
+        return chat.completions.create(
+            model=model, messages=messages, max_completion_tokens=self.max_tokens, **extra
+        )
 
 
 def _left(deadline: float | None) -> float:

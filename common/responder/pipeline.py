@@ -20,13 +20,27 @@ from dataclasses import replace
 from typing import Protocol
 
 from common import log
+from common.actions.setup import Actions
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
 from common.meta.graph import GraphClient
 from common.responder.guardrails import Guard
 from common.responder.inputs import Inputs
 from common.responder.overlap import Overlap
-from common.responder.steps import Draft, RetryLater, Step, ask, commands, gate, read, run, send, store
+from common.responder.steps import (
+    Draft,
+    RetryLater,
+    Step,
+    actions,
+    ask,
+    commands,
+    gate,
+    handoff,
+    read,
+    run,
+    send,
+    store,
+)
 from common.responder.texts import Texts
 from common.responder.turn import Kind, classify
 from common.responder.voice_reply import VoiceReplies
@@ -39,6 +53,7 @@ class Clients(Protocol):
     """What the steps are built from: the per-instance clients (common/responder/responder.py)."""
 
     attempt_seconds: float
+    actions: Actions
     claims: Claims
     history: History
     guard: Guard
@@ -53,25 +68,32 @@ class Clients(Protocol):
 
 class Pipeline:
     def __init__(self, c: Clients) -> None:
-        self.c = c
+        self.c, a = c, c.actions
         self.unclaimed: tuple[Step, ...] = (gate.Ignore(), gate.Echo(c.guard))
+        model: Step = ask.Ask(c.model, c.texts)
+        if a.catalog:  # the business's actions (or the handoff) as the model's tools
+            model = actions.Act(c.model, c.texts, a.loop, a.confirmations, a.handoffs)
         self.steps: tuple[Step, ...] = (
             gate.Notice(c.guard),  # a stranger, a voice note over the limit: today's one notice
+            handoff.AdminReply(a.handoffs, c.claims),  # /reply, /resume of a handed-over chat
             gate.AdminCommand(c.guard),  # /pause, /resume, /stats from an admin
+            handoff.Forward(a.handoffs, c.claims),  # a person has the chat: the admins get the message
             gate.Paused(c.guard, c.history, c.overlap),  # a human has the chat: keep the words, silent
+            handoff.Human(a.handoffs, c.history, c.overlap),  # /human: hand the chat to a person
             commands.Reset(c.history, c.texts),  # /reset
             commands.VoiceSwitch(c.voice),  # /voice on|off
             commands.FixedReply(c.texts),  # /help, a failed transcription, what cannot be read
             read.Recall(c.history, c.overlap),  # the conversation; a stored reply is resent
             gate.Limits(c.guard),  # /usage, the user's daily limits, the whole bot's budget
+            actions.Confirmed(a.confirmations, a.catalog, a.caller),  # the answer to a yes/no question
             read.Read(),  # what the user sent, as the model's turn (media downloaded, and held)
-            ask.Ask(c.model, c.texts),  # the model
+            model,  # the model (with the actions: each call made once, its result stored first)
             read.Release(),  # the media's memory back to the instance
             store.Store(c.history, c.guard, c.overlap),  # both turns, before anything is sent
         )
         self.last_chance: tuple[Step, ...] = (read.LastWord(c.history, c.overlap, c.texts),)
         self.receipt = send.Receipt(c.graph, c.typing_every)
-        self.send = send.Send(c.graph, c.voice, c.guard, c.claims, c.texts)
+        self.send = send.Send(c.graph, c.voice, c.guard, c.claims, c.texts, a.confirmations.buttons)
 
     def handle(self, envelope: Envelope) -> None:
         draft = self._draft(envelope, last_chance=False)

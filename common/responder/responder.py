@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from common import config
+from common.actions.setup import Actions
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
 from common.meta.graph import GraphClient
@@ -75,6 +76,8 @@ class Responder:
         self.inputs = Inputs.from_env(self.graph, self.texts)
         self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
         self.voice = VoiceReplies(self.history, self.graph)
+        admins = self.guard.policy.admins
+        self.actions = Actions.build(db, self.history, self.guard.pauses, self.graph, admins)
         # The history read runs alongside the claim, the read receipt alongside the model call (it
         # ends before anything is stored).
         self.overlap = Overlap()

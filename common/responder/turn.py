@@ -16,7 +16,7 @@ from common.guard.policy import Policy, ids_of
 from common.responder.inputs import WORD_TYPES, Inputs, Request
 
 SILENT_TYPES = frozenset({"reaction", "system"})  # never answered (the webhook does not publish them)
-ADMIN_COMMANDS = frozenset({"/pause", "/resume", "/stats"})  # from an ADMIN_USERS id only
+ADMIN_COMMANDS = frozenset({"/pause", "/resume", "/stats", "/reply"})  # from an ADMIN_USERS id only
 
 
 class Kind(enum.StrEnum):
@@ -24,7 +24,8 @@ class Kind(enum.StrEnum):
     STALE = "stale"  # older than MAX_MESSAGE_AGE_HOURS: acknowledged, not answered
     ECHO = "echo"  # the business answered from its app: the bot pauses for that chat
     REFUSED = "refused"  # a stranger, a voice note over the day's limit: today's one notice
-    ADMIN = "admin"  # /pause, /resume, /stats from an admin (a malformed one goes to the model)
+    ADMIN = "admin"  # /pause, /resume, /stats, /reply from an admin (a malformed one goes to the model)
+    HUMAN = "human"  # /human, with ADMIN_USERS set: a person takes the chat over
     RESET = "reset"  # /reset: forget the conversation
     HELP = "help"  # /help
     VOICE_SWITCH = "voice_switch"  # /voice on, /voice off
@@ -85,8 +86,9 @@ class Turn:
 
     @property
     def wants_history(self) -> bool:
-        """Worth reading the conversation alongside the claim: the model or /usage will need it."""
-        return self.kind in FOR_THE_MODEL or self.kind is Kind.USAGE
+        """Worth reading the conversation alongside the claim: the model, /usage or /human (what
+        the user asked, for the admins) will need it."""
+        return self.kind in FOR_THE_MODEL or self.kind in (Kind.USAGE, Kind.HUMAN)
 
     @property
     def words(self) -> str | None:
@@ -114,6 +116,8 @@ def classify(envelope: Envelope, policy: Policy, inputs: Inputs, age_limit: bool
     if command is not None:
         if command.name in ADMIN_COMMANDS and policy.is_admin(ids_of(envelope.user, envelope.to)):
             return Turn(envelope, Kind.ADMIN, command, request)
+        if command.text == "/human" and policy.admins:  # someone to hand the chat to
+            return Turn(envelope, Kind.HUMAN, command, request)
         if (kind := COMMAND_KINDS.get(command.text)) is not None:
             return Turn(envelope, kind, command, request)
     if request is None:

@@ -63,9 +63,14 @@ class Conversation:
 
     def reply_to(self, message_id: str) -> str | None:
         """The stored answer to a message, if an earlier attempt got that far."""
+        turn = self.answer_to(message_id)
+        return None if turn is None else turn["content"]
+
+    def answer_to(self, message_id: str) -> Turn | None:
+        """The stored assistant turn answering a message, with what it carries (a question's mark)."""
         for turn in reversed(self.turns):
             if turn.get("role") == "assistant" and turn.get("messageId") == message_id:
-                return turn["content"]
+                return turn
         return None
 
 

@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 from werkzeug.exceptions import InternalServerError
 
 from common import log, startup  # startup before the SDKs: pauses the collector
+from common.actions import spec
 from common.ai import openai_client
 from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered
 from common.responder import voice_reply
@@ -21,6 +22,7 @@ from common.responder.responder import Responder, RetryLater, timing
 timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
 voice_reply.settings()  # and a voice setting it could not act on
 openai_client.base_url()  # and an OPENAI_BASE_URL the API key may not be sent to
+spec.configured()  # and an ACTIONS_FILE it could not use: the error names the action and the problem
 _responder: Responder | None = None  # clients created once per instance, on first use
 _lock = threading.Lock()  # instances serve several requests at once: create them only once
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.meta.graph import GraphError, alert_auth
 from common.responder.inputs import Turn as UserTurn
@@ -36,7 +36,9 @@ class Draft:
     last_chance: bool = False  # a delivery from the dead-letter topic: tell the user, once
     conversation: Conversation | None = None  # read by `Recall` (or the paused chat's store)
     said: UserTurn | None = None  # what the user sent, made into a model turn by `Read`
+    before: tuple[dict[str, Any], ...] = ()  # for the model, between the history and the user's turn
     reply: str | None = None  # what is sent once the draft is finished (None: nothing)
+    confirm: str | None = None  # the reply is a question with yes/no buttons: its call's key
     tokens: int = 0  # what the model's answer cost
     finished: bool = False
     from_start: bool = False  # send from the first part, whatever a former attempt sent

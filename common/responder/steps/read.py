@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from common import log
+from common.actions.confirm import TURN_MARK
 from common.meta.graph import GraphError
 from common.responder.inputs import Unanswerable
 from common.responder.media_memory import NoRoom
@@ -31,9 +32,12 @@ class Recall:
 
     def __call__(self, draft: Draft) -> Draft:
         conversation = self.overlap.take(draft.turn.user, self.history.load)
-        stored = conversation.reply_to(draft.turn.message_id)
+        stored = conversation.answer_to(draft.turn.message_id)
         draft = replace(draft, conversation=conversation)
-        return draft if stored is None else draft.finish(stored)
+        if stored is None:
+            return draft
+        mark = stored.get(TURN_MARK)  # a question: sent again with its buttons
+        return replace(draft.finish(stored["content"]), confirm=mark if isinstance(mark, str) else None)
 
 
 class Read:

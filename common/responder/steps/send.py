@@ -9,6 +9,8 @@ the last (the claim's `partsSent`), so a retry never sends a part twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from common import log
 from common.ai.speech import SpeechUnavailable
 from common.meta.graph import GraphClient, GraphError
@@ -58,13 +60,23 @@ class Send:
     reply is spoken: common/responder/voice_reply.py), saving progress after each but the last."""
 
     def __init__(
-        self, graph: GraphClient, voice: VoiceReplies, guard: Guard, claims: Claims, texts: Texts
+        self,
+        graph: GraphClient,
+        voice: VoiceReplies,
+        guard: Guard,
+        claims: Claims,
+        texts: Texts,
+        buttons: Callable[[str], list[tuple[str, str]]] | None = None,
     ) -> None:
         self.graph, self.voice, self.guard, self.claims, self.texts = graph, voice, guard, claims, texts
+        self.buttons = buttons  # a question's yes and no buttons, from its call's key
 
     def __call__(self, draft: Draft) -> None:
         envelope, claim = draft.turn.envelope, draft.owned
         reply = draft.reply or self.texts.empty_answer
+        if draft.confirm and self.buttons is not None:  # one message: the question and its buttons
+            self._question(draft, reply, self.buttons(draft.confirm))
+            return
         parts = capped(self.voice.parts(envelope, reply, draft.conversation), self.guard.cap)
         start = 0 if draft.from_start else claim.parts_sent
         fields = {"message_id": envelope.message_id}
@@ -89,15 +101,43 @@ class Send:
                 log.warning("speech unavailable: Pub/Sub will redeliver", **fields, reason=str(exc))
                 raise RetryLater(f"speech unavailable: {exc}") from exc
             except GraphError as exc:
-                fields.update(code=exc.code, status=exc.status, parts_sent=index)
-                if exc.auth:
-                    raise auth_failure(draft.turn, exc) from exc
-                if not exc.retriable:
-                    log.error("reply not deliverable: acknowledged", **fields, title=exc.title)
-                    return
-                log.warning("sending failed: Pub/Sub will redeliver", **fields)
-                raise RetryLater(str(exc)) from exc
+                _failed(draft, exc, fields, index)
+                return
             claim.parts_sent = index + 1  # accepted: a release records it if the write below fails
             if index + 1 < len(parts):
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))
+
+    def _question(self, draft: Draft, question: str, buttons: list[tuple[str, str]]) -> None:
+        """The question of a `confirm: true` action, with its yes and no buttons, as one message."""
+        envelope, claim = draft.turn.envelope, draft.owned
+        fields = {"message_id": envelope.message_id}
+        if claim.parts_sent and not draft.from_start:
+            return  # an earlier attempt sent it
+        try:
+            self.graph.send_buttons(
+                envelope.phone_number_id,
+                envelope.to,
+                question,
+                buttons,
+                reply_to=envelope.message_id,
+                timeout=left(draft.deadline),
+            )
+        except GraphError as exc:
+            _failed(draft, exc, fields, 0)
+            return
+        claim.parts_sent = 1
+        log.info("question sent", **fields)
+
+
+def _failed(draft: Draft, exc: GraphError, fields: dict[str, object], index: int) -> None:
+    """The error policy of a part Meta did not take: a token error is an outage (alerted, never
+    done), a retriable one is redelivered (RetryLater), anything else is logged and acknowledged."""
+    fields.update(code=exc.code, status=exc.status, parts_sent=index)
+    if exc.auth:
+        raise auth_failure(draft.turn, exc) from exc
+    if not exc.retriable:
+        log.error("reply not deliverable: acknowledged", **fields, title=exc.title)
+        return
+    log.warning("sending failed: Pub/Sub will redeliver", **fields)
+    raise RetryLater(str(exc)) from exc

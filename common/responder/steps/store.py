@@ -9,6 +9,7 @@ again, then logged (common/responder/guardrails.py, `spent`), never a reason to 
 from __future__ import annotations
 
 from common import log
+from common.actions.confirm import TURN_MARK
 from common.responder.guardrails import Guard
 from common.responder.overlap import Overlap
 from common.responder.steps import Draft, left
@@ -30,6 +31,8 @@ class Store:
             {"role": "user", "content": said.stand_in, "messageId": turn.message_id},
             {"role": "assistant", "content": reply, "messageId": turn.message_id},
         ]
+        if draft.confirm:  # a question with buttons: the next message answers it (steps/actions.py)
+            new_turns[1][TURN_MARK] = draft.confirm
         counters = self.guard.counted(conversation, draft.tokens, turn.envelope.audio_seconds or 0)
         self.history.append(turn.user, conversation, new_turns, counters)
         self.guard.spent(draft.tokens, turn.message_id, draft.deadline)
