@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import ack, firestore_ops, imports, pipeline, speech, voice
+from bench import ack, actions, firestore_ops, imports, pipeline, speech, voice
 from local import emulators as emu
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
@@ -134,6 +135,14 @@ def table(results: dict[str, Any]) -> str:
         f"openai path: {s['openai_conversions']} conversions, "
         f"bytes sent identical: {s['openai_bytes_identical']} ({s['openai_filename']})",
     ]
+    a = results["actions"]
+    lines += [
+        "",
+        f"one action round (the call, its stored result, a second model call), {a['messages']} messages: "
+        f"p50 +{a['round_p50_ms']} ms beyond the endpoint's own {a['endpoint_p50_ms']} ms "
+        f"(turn p50 {a['action']['p50_ms']} ms against {a['tools']['p50_ms']} ms); "
+        f"offering the tools: {a['tools_p50_ms']:+} ms",
+    ]
     v = results["voice"]
     lines += [
         "",
@@ -153,7 +162,9 @@ def main() -> None:
             "load": round(os.getloadavg()[0], 2),
         }
     }
-    only = set(os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports,voice").split(","))
+    only = set(
+        os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports,voice,actions").split(",")
+    )
     graph, model = FakeGraph(), FakeOpenAI()
     try:
         with emu.running() as emulators:
@@ -178,6 +189,9 @@ def main() -> None:
                 )
             if "speech" in only:
                 results["speech"] = speech.measure(env, graph, model)
+            if "actions" in only:
+                with tempfile.TemporaryDirectory() as folder:
+                    results["actions"] = actions.measure(env, graph, model, Path(folder))
         if "imports" in only:
             results["imports"] = imports.measure()
         if "voice" in only:
@@ -188,7 +202,7 @@ def main() -> None:
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
-    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports", "voice"}:
+    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports", "voice", "actions"}:
         print(table(results))
     else:
         print(json.dumps({k: v for k, v in results.items()}, indent=1)[:20000])

@@ -97,7 +97,11 @@ class Act:
     def _run(self, draft: Draft, history: list[dict[str, Any]]) -> tools.Outcome:
         said, turn = draft.said, draft.turn
         assert said is not None
-        system = {"role": "system", "content": f"{self.texts.system_prompt}\n\n{tools.PROMPT}"}
+        prompt = self.texts.system_prompt  # and, with the business's actions, that results are data
+        system = {
+            "role": "system",
+            "content": f"{prompt}\n\n{tools.PROMPT}" if self.loop.catalog.actions else prompt,
+        }
         messages = [system, *history, *draft.before, {"role": "user", "content": said.content}]
 
         def stopped() -> None:  # past the attempt's deadline: RetryLater before the next model call
