@@ -219,3 +219,22 @@ def test_a_form_on_another_site_cannot_post_to_the_simulator(stack: dev.Stack, b
         site.shutdown()
     state = requests.get(f"{stack.simulator_url}api/state", timeout=5).json()
     assert user not in [u["key"] for u in state["users"]]  # nothing reached the webhook
+
+
+def test_reply_buttons_are_rendered_and_a_tap_on_the_page_answers_them(
+    stack: dev.Stack, browser: WebDriver
+) -> None:
+    wait = WebDriverWait(browser, 30, poll_frequency=0.05)
+    browser.get(stack.simulator_url)
+    wait.until(lambda d: texts(d, "#users li"))
+    browser.find_element(By.ID, "new-phone").send_keys("447700900456")
+    browser.find_element(By.ID, "new-name").send_keys("Button Tester\n")
+    wait.until(lambda d: "Button Tester" in "".join(texts(d, "#users li.current")))
+    box = browser.find_element(By.ID, "text")
+    box.send_keys("book table 2026-05-01 19:30 for 2" + Keys.ENTER)  # the example's confirm: true action
+    wait.until(lambda d: texts(d, ".msg.bot .reply-button"))
+    assert texts(browser, ".msg.bot .reply-button") == ["Yes, go ahead", "No"]
+    assert bot_texts(browser)[-1] == "Book a table for 2 on 2026-05-01 at 19:30?"
+    browser.find_element(By.CSS_SELECTOR, ".msg.bot .reply-button").click()
+    wait.until(lambda d: any("book_table answered" in t for t in bot_texts(d)))
+    assert texts(browser, ".msg.user .text.tap") == ["Yes, go ahead"]  # the tap, as the user's bubble
