@@ -91,6 +91,7 @@ CONFIG_SPECIAL = {  # set by deploy.sh itself, or never sent to the cloud
     "GOOGLE_CLOUD_PROJECT",
     "PUBSUB_EMULATOR_HOST",
     "FIRESTORE_EMULATOR_HOST",
+    "ACTIONS_FILE",  # a local path: staged as actions.yaml, which is sent (test_deploy_actions.py)
 }
 PROBES = {  # values deploy.sh checks; everything else gets a distinctive text
     "TRANSCRIBE_BACKEND": "openai",
