@@ -78,9 +78,9 @@ class Act:
         try:
             try:
                 outcome = self._run(draft, history)
-            except ContextTooLong:
+            except ContextTooLong:  # the calls already made are stored: the shorter prompt replays them
                 log.warning("context too long: retrying with the last turns only", turns=len(history))
-                outcome = self._run(draft, history[-2:])
+                outcome = self._run(draft, history[-2:], fresh=False)
         except ModelUnavailable as exc:
             raise RetryLater(f"model unavailable: {exc}") from exc
         except (ModelRefused, ContextTooLong) as exc:
@@ -94,7 +94,7 @@ class Act:
             return replace(draft, reply=self._hand_over(draft, outcome.handoff), tokens=outcome.tokens)
         return replace(draft, reply=outcome.reply or self.texts.empty_answer, tokens=outcome.tokens)
 
-    def _run(self, draft: Draft, history: list[dict[str, Any]]) -> tools.Outcome:
+    def _run(self, draft: Draft, history: list[dict[str, Any]], fresh: bool = True) -> tools.Outcome:
         said, turn = draft.said, draft.turn
         assert said is not None
         prompt = self.texts.system_prompt  # and, with the business's actions, that results are data
@@ -116,7 +116,7 @@ class Act:
             messages,
             turn.message_id,
             turn.user,
-            fresh=draft.owned.outcome is Outcome.OWNED,  # a fresh message has no stored calls
+            fresh=fresh and draft.owned.outcome is Outcome.OWNED,  # a fresh message has no stored calls
             deadline=draft.deadline,
             stopped=stopped,
             may_hand_over=lambda: self.handoffs.may_hand_over(turn.envelope.to),
