@@ -7,8 +7,9 @@ from the environment), the method and the headers come from the file. Arguments 
 against the action's JSON Schema (jsonschema, draft 2020-12; the schema itself is checked at
 start) before any request is made.
 
-Cost: PyYAML and jsonschema are imported only when ACTIONS_FILE is set (~70 ms of jsonschema at a
-cold start, measured here); validating one call's arguments is a few microseconds.
+Cost: PyYAML and jsonschema are imported only when ACTIONS_FILE is set: the responder's cold
+import grows by ~40 ms with the file's checks (docs/benchmarks.md); validating one call's
+arguments is a few microseconds.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ _VALIDATORS: dict[str, Any] = {}
 def _validator(schema_text: str) -> Any:
     """One compiled validator per schema (jsonschema imported on first use)."""
     if schema_text not in _VALIDATORS:
-        import jsonschema  # ~70 ms: only when ACTIONS_FILE is set
+        import jsonschema  # only when ACTIONS_FILE is set (the start's checks imported it already)
 
         _VALIDATORS[schema_text] = jsonschema.Draft202012Validator(json.loads(schema_text))
     return _VALIDATORS[schema_text]
