@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"meta"},
     {"bus"},
     {"store", "ai"},
-    {"guard"},
+    {"guard", "knowledge"},
     {"webhook", "transcriber", "responder"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -32,6 +32,7 @@ from common.knowledge.embeddings import Embedder, EmbeddingsRefused, EmbeddingsU
 from common.knowledge.grounding import Found, Grounding
 
 if TYPE_CHECKING:
+    import openai
     from google.cloud import firestore
 
 DEFAULT_MIN_SIMILARITY = {"text-embedding-3-small": 0.30, "text-embedding-3-large": 0.30}
@@ -52,7 +53,7 @@ def _on(name: str) -> bool:
 class Knowledge:
     """Per instance: the cached pointer, the Firestore client, one embedder per model."""
 
-    def __init__(self, db: firestore.Client | None = None) -> None:
+    def __init__(self, db: firestore.Client | None = None, sdk: openai.OpenAI | None = None) -> None:
         self.top_k = int(config.number("KNOWLEDGE_TOP_K", 4))
         if not 1 <= self.top_k <= 1000:
             raise RuntimeError(f"KNOWLEDGE_TOP_K must be 1..1000 (Firestore's limit), got {self.top_k}")
@@ -62,7 +63,7 @@ class Knowledge:
         self.earlier = int(config.number("KNOWLEDGE_QUERY_TURNS", 2))
         self.timeout = config.number("KNOWLEDGE_TIMEOUT_SECONDS", 10)
         self.cite, self.label = _on("KNOWLEDGE_CITE"), config.get("KNOWLEDGE_CITE_LABEL") or ""
-        self._db = db
+        self._db, self._sdk = db, sdk  # None: built on first use (embeddings.client() for the SDK)
         self._cached: tuple[float, base.Active | None] | None = None
         self._lock = threading.Lock()
         self._embedders: dict[tuple[str, int | None], Embedder] = {}
@@ -155,7 +156,7 @@ class Knowledge:
         """The knowledge base's own model and size: a query vector must match the stored ones."""
         key = (active.model, active.dimensions)
         if key not in self._embedders:
-            self._embedders[key] = Embedder(active.model, active.dimensions)
+            self._embedders[key] = Embedder(active.model, active.dimensions, sdk=self._sdk)
         return self._embedders[key]
 
     def _left(self, deadline: float | None) -> float:

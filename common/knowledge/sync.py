@@ -29,7 +29,8 @@ from common.knowledge.documents import Document, Unreadable, read
 from common.knowledge.embeddings import Embedder
 from common.knowledge.passages import SPLIT_VERSION, Passage, split
 
-WAVE = 512  # passages embedded and written together (their vectors are held in memory meanwhile)
+WAVE = 512  # at most, passages embedded and written together (their vectors are held in memory)
+WORKERS = 4  # embeddings requests at once
 WRITES = 200  # passages per commit: ~15 KB each with a 1536-number vector, well within 10 MiB
 
 
@@ -223,10 +224,10 @@ class Sync:
 
     def _build(self, generation: str, planned: list[Planned], reusable: dict[str, str]) -> int:
         """Write every document's passages into `generation`, wave by wave; returns how many were embedded."""
-        embedded, wave = 0, []
+        embedded, wave, size = 0, [], min(WAVE, self.embedder.max_inputs * WORKERS)  # a round of requests
         for plan in planned:
             wave.append(plan)
-            if sum(len(p.passages) for p in wave) >= WAVE:
+            if sum(len(p.passages) for p in wave) >= size:
                 embedded += self._write_wave(generation, wave, reusable)
                 wave = []
         if wave:
@@ -249,7 +250,7 @@ class Sync:
             for key, passage in zip(plan.keys, plan.passages, strict=True):
                 if key not in vectors:
                     missing.setdefault(key, passage.embedded)
-        answers = self.embedder.embed(list(missing.values()), workers=4) if missing else []
+        answers = self.embedder.embed(list(missing.values()), workers=WORKERS) if missing else []
         vectors.update({key: Vector(v) for key, v in zip(missing, answers, strict=True)})
         for plan in wave:
             self._write_document(generation, plan, vectors)
