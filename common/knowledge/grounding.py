@@ -92,6 +92,8 @@ class Grounding:
         if not titles:
             return text
         label = self.label or ("Source" if len(titles) == 1 else "Sources")
+        # a model that saw earlier cited replies in the history may write the line itself
+        text = re.sub(rf"\n*_(?:Sources?|{re.escape(label)}): [^\n]*_\s*$", "", text).rstrip() or text
         shown = [_short(title) for title in titles[:CITED_TITLES]]
         return f"{text}\n\n_{label}: {', '.join(shown)}_"
 
