@@ -58,9 +58,9 @@ class Active:
         )
 
 
-def read_active(db: firestore.Client, timeout: float | None = None) -> Active | None:
-    """The pointer (1 read); None when there is no knowledge base."""
-    return Active.from_data(db.document(POINTER).get(timeout=timeout).to_dict())
+def read_active(db: firestore.Client, **budget: Any) -> Active | None:
+    """The pointer (1 read; `budget`: the call's retry= and timeout=); None: no knowledge base."""
+    return Active.from_data(db.document(POINTER).get(**budget).to_dict())
 
 
 def passages(db: firestore.Client, generation: str) -> firestore.CollectionReference:

@@ -30,6 +30,7 @@ from common import config, log
 from common.knowledge import base
 from common.knowledge.embeddings import Embedder, EmbeddingsRefused, EmbeddingsUnavailable
 from common.knowledge.grounding import Found, Grounding
+from common.store import db as store
 
 if TYPE_CHECKING:
     import openai
@@ -71,9 +72,7 @@ class Knowledge:
     @property
     def db(self) -> firestore.Client:
         if self._db is None:
-            from google.cloud import firestore
-
-            self._db = firestore.Client(project=config.project())
+            self._db = store.client()  # the instance's one client (common/store/db.py)
         return self._db
 
     def active(self, timeout: float | None = None) -> base.Active | None:
@@ -83,7 +82,7 @@ class Knowledge:
         if cached is not None and now < cached[0]:
             return cached[1]
         try:
-            active = base.read_active(self.db, timeout=timeout or self.timeout)
+            active = base.read_active(self.db, **_budget(timeout or self.timeout))
         except Exception as exc:
             if _retriable(exc):
                 raise KnowledgeUnavailable(type(exc).__name__) from exc
@@ -144,7 +143,7 @@ class Knowledge:
             distance_threshold=1 - threshold,  # COSINE distance is 1 - similarity
         )
         found = []
-        for snapshot in nearest.get(timeout=timeout):
+        for snapshot in nearest.get(**_budget(timeout)):
             data = snapshot.to_dict() or {}
             similarity = 1 - float(data.get(DISTANCE, 1))
             if similarity >= threshold:  # the threshold again: also where a server ignores it
@@ -174,6 +173,13 @@ def query_text(turns: Sequence[dict[str, Any]], words: str | None, earlier: int)
     parts = [*(users[-earlier:] if earlier > 0 else []), words or ""]
     text = "\n".join(" ".join(part.split()) for part in parts if part.strip())
     return text[-QUERY_CHARS:]
+
+
+def _budget(seconds: float) -> dict[str, Any]:
+    """The store's retry policy for a read, within `seconds` (and the attempt's deadline)."""
+    budget = store.reading()
+    budget["timeout"] = min(budget["timeout"], seconds)
+    return budget
 
 
 def _retriable(exc: BaseException) -> bool:
