@@ -53,15 +53,24 @@ def test_an_input_that_may_exceed_8192_tokens_is_refused_before_any_request(mode
         batches(["x"], 4096)
 
 
-def test_a_busy_api_is_unavailable_and_a_refusal_is_refused(model: FakeOpenAI) -> None:
+def test_busy_and_outages_are_unavailable_and_a_refusal_of_one_request_is_refused(
+    model: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chat's policy (common/ai/openai_client.py): a later try may succeed (429), the operator
+    must fix it (401: one ERROR line with its alert, then retried), or this request only (400)."""
     model.reset()
     model.fail("/embeddings", 429, {"error": {"message": "slow down", "type": "rate_limit", "code": None}})
     with pytest.raises(EmbeddingsUnavailable, match="429"):
         embedder(model).embed(["hello"], retries=0)
+    auth = {"error": {"message": "bad key", "type": "auth", "code": "invalid_api_key"}}
+    model.fail("/embeddings", 401, auth)
+    with pytest.raises(EmbeddingsUnavailable, match="401"):
+        embedder(model).embed(["hello"], retries=0)
+    assert '"alert": "openai_auth"' in capsys.readouterr().out
     model.fail(
-        "/embeddings", 401, {"error": {"message": "bad key", "type": "auth", "code": "invalid_api_key"}}
+        "/embeddings", 400, {"error": {"message": "no", "type": "invalid_request_error", "code": None}}
     )
-    with pytest.raises(EmbeddingsRefused, match="401"):
+    with pytest.raises(EmbeddingsRefused, match="400"):
         embedder(model).embed(["hello"], retries=0)
 
 

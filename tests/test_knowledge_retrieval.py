@@ -141,16 +141,20 @@ def test_a_passage_that_gives_orders_stays_quoted_data_between_markers_it_cannot
     assert again.tag != found.tag  # a new tag every turn: a document cannot know it
 
 
-def test_a_busy_embeddings_api_is_retried_later_and_a_refusal_answers_without_passages(
+def test_a_busy_or_refused_key_is_retried_later_and_a_refused_request_answers_without_passages(
     db: firestore.Client, model: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sync(db, model)
     knowledge = Knowledge(db, sdk(model))
     model.fail("/embeddings", 503, {"error": {"message": "overloaded", "type": "server_error"}}, times=2)
-    with pytest.raises(KnowledgeUnavailable):
+    with pytest.raises(KnowledgeUnavailable):  # one retry, then Pub/Sub redelivers
+        knowledge.retrieve([], SATURDAY, soon())
+    auth = {"error": {"message": "bad key", "type": "auth", "code": "invalid_api_key"}}
+    model.fail("/embeddings", 401, auth)
+    with pytest.raises(KnowledgeUnavailable):  # the operator's to fix: alerted, retried until fixed
         knowledge.retrieve([], SATURDAY, soon())
     model.fail(
-        "/embeddings", 401, {"error": {"message": "bad key", "type": "auth", "code": "invalid_api_key"}}
+        "/embeddings", 400, {"error": {"message": "no", "type": "invalid_request_error", "code": None}}
     )
     refused = knowledge.retrieve([], SATURDAY, soon())
     assert refused.active and refused.passages == ()  # "no information": never a guess

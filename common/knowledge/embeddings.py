@@ -6,8 +6,10 @@ limit could be reached; an input over 8192 bytes is refused here (passages.split
 Requests also stop at KNOWLEDGE_EMBED_BATCH inputs [256]: the answer comes as JSON floats
 (`encoding_format="float"`, which every OpenAI-compatible server speaks; the SDK's default base64
 is not), ~30 bytes a number, so 256 x 1536 numbers is already ~12 MB.
-Failures come out as EmbeddingsUnavailable (no answer, 408/409/429, 5xx: a later try may work) or
-EmbeddingsRefused (any other 4xx, or an answer that is not one vector per input).
+Failures are sorted by common/ai/openai_client.py's policy, as the chat's: EmbeddingsUnavailable
+for what a later try may fix (no answer, 408/409/429, 5xx; and an operator's outage, a refused
+key or model, after its one ERROR line with `alert`), EmbeddingsRefused for this request only
+(another 4xx, or an answer that is not one vector per input).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from common import config
-from common.ai.openai_api import base_url
+from common.ai import openai_client
 from common.knowledge.passages import tokens_at_most
 
 if TYPE_CHECKING:
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 
 API_INPUTS, API_TOKENS, API_INPUT_TOKENS = 2048, 300_000, 8192
 DEFAULT_MODEL = "text-embedding-3-small"
-_client: openai.OpenAI | None = None
 
 
 class EmbeddingsUnavailable(Exception):
@@ -34,17 +35,6 @@ class EmbeddingsUnavailable(Exception):
 
 class EmbeddingsRefused(Exception):
     """The API refused (4xx other than the retried ones) or answered nonsense: a retry cannot fix it."""
-
-
-def client() -> openai.OpenAI:
-    """One SDK client per process, built on first use (`import openai` costs ~0.5 s)."""
-    global _client
-    if _client is None:
-        import openai
-
-        key = config.get("OPENAI_API_KEY") or "unused"  # local OpenAI-compatible servers want none
-        _client = openai.OpenAI(api_key=key, base_url=base_url(), max_retries=2, timeout=30)
-    return _client
 
 
 def batches(texts: Sequence[str], max_inputs: int, max_tokens: int = API_TOKENS) -> list[range]:
@@ -99,20 +89,16 @@ class Embedder:
             return [vector for answer in pool.map(one, ranges) for vector in answer]
 
     def _request(self, inputs: list[str], timeout: float, retries: int) -> list[list[float]]:
-        import openai
-
         options: dict[str, Any] = {"dimensions": self.dimensions} if self.dimensions else {}
-        sdk = (self._sdk or client()).with_options(timeout=timeout, max_retries=retries)
+        sdk = (self._sdk or openai_client.client()).with_options(timeout=timeout, max_retries=retries)
         self.requests += 1
         try:
             answer = sdk.embeddings.create(model=self.model, input=inputs, encoding_format="float", **options)
-        except openai.APIConnectionError as exc:  # APITimeoutError too
-            raise EmbeddingsUnavailable(type(exc).__name__) from exc
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            if status in (408, 409, 429) or status >= 500:
-                raise EmbeddingsUnavailable(f"HTTP {status}") from exc
-            raise EmbeddingsRefused(f"HTTP {status} {getattr(exc, 'code', None)}") from exc
+        except openai_client.sdk_errors() as exc:
+            found = openai_client.settle(exc, what="embeddings")  # an outage's one ERROR line
+            if found.kind in (openai_client.Kind.BUSY, openai_client.Kind.OUTAGE):
+                raise EmbeddingsUnavailable(str(found)) from exc
+            raise EmbeddingsRefused(str(found)) from exc
         rows = sorted(answer.data, key=lambda row: row.index)
         vectors = [row.embedding for row in rows]
         sizes = {len(v) for v in vectors if isinstance(v, list)}

@@ -13,10 +13,11 @@ text-embedding-3 models, whose question-to-passage similarities run ~0.4-0.7 for
 answers and ~0.05-0.2 for an unrelated one, so 0.30 keeps what answers and drops noise; `make
 eval` on the business's own cases is how to tune it.
 
-Failures: a retriable one (no answer from the API or Firestore in time, 429, 5xx) is
-KnowledgeUnavailable, for a redelivery; any other (a refused key, a missing vector index) is
-logged as an ERROR and the turn goes on with no passage, so the model says it does not know
-rather than guessing.
+Failures: one a later try may fix (no answer from the API or Firestore in time, 429, 5xx; an
+operator's outage such as a refused key, alerted once by common/ai/openai_client.py) is
+KnowledgeUnavailable, for a redelivery; a refusal of this request alone, or a vector query
+Firestore refuses (a missing or building index), is logged as an ERROR and the turn goes on with
+no passage, so the model says it does not know rather than guessing.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class Knowledge:
         self.earlier = int(config.number("KNOWLEDGE_QUERY_TURNS", 2))
         self.timeout = config.number("KNOWLEDGE_TIMEOUT_SECONDS", 10)
         self.cite, self.label = _on("KNOWLEDGE_CITE"), config.get("KNOWLEDGE_CITE_LABEL") or ""
-        self._db, self._sdk = db, sdk  # None: built on first use (embeddings.client() for the SDK)
+        self._db, self._sdk = (
+            db,
+            sdk,
+        )  # None: the instance's own (common/store/db.py, common/ai/openai_client.py)
         self._cached: tuple[float, base.Active | None] | None = None
         self._lock = threading.Lock()
         self._embedders: dict[tuple[str, int | None], Embedder] = {}
@@ -111,7 +115,8 @@ class Knowledge:
             return grounded
         started = time.perf_counter()
         try:
-            vector = self._embedder(active).embed([query], timeout=self._left(deadline), retries=1)[0]
+            # one retry, both tries within what is left (the SDK's own pause is 0.5-1 s)
+            vector = self._embedder(active).embed([query], timeout=self._left(deadline) / 2, retries=1)[0]
             found = self._nearest(active, vector, self._left(deadline))
         except EmbeddingsRefused as exc:
             log.error("knowledge: embeddings refused, answering without passages", **log.failure(exc))
