@@ -405,7 +405,7 @@ common_packages() {
   case $1 in
     webhook) echo "meta bus guard webhook" ;;
     transcriber) echo "meta bus store ai guard transcriber" ;;
-    responder) echo "meta bus store ai guard responder" ;;
+    responder) echo "meta bus store ai guard knowledge responder" ;;
   esac
 }
 

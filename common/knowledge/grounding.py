@@ -86,7 +86,10 @@ class Grounding:
         return list(dict.fromkeys(found.title for found in self.passages))
 
     def cite(self, reply: str) -> str:
-        """The reply without the model's sources mark, ending with the sources line when it drew on any."""
+        """The reply without the model's sources mark, ending with the sources line when it drew on
+        any; without a knowledge base, the reply as it is."""
+        if not self.active:
+            return reply
         text, named = _unmark(reply)
         titles = self._used(named) if self.cite_sources and self.passages else []
         if not titles:

@@ -22,11 +22,24 @@ from typing import Protocol
 from common import log
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
+from common.knowledge.retrieval import Knowledge
 from common.meta.graph import GraphClient
 from common.responder.guardrails import Guard
 from common.responder.inputs import Inputs
 from common.responder.overlap import Overlap
-from common.responder.steps import Draft, RetryLater, Step, ask, commands, gate, read, run, send, store
+from common.responder.steps import (
+    Draft,
+    RetryLater,
+    Step,
+    ask,
+    commands,
+    gate,
+    ground,
+    read,
+    run,
+    send,
+    store,
+)
 from common.responder.texts import Texts
 from common.responder.turn import Kind, classify
 from common.responder.voice_reply import VoiceReplies
@@ -49,11 +62,13 @@ class Clients(Protocol):
     voice: VoiceReplies
     overlap: Overlap
     typing_every: float
+    knowledge: Knowledge
 
 
 class Pipeline:
     def __init__(self, c: Clients) -> None:
         self.c = c
+        self.ground = ground.Ground(c.knowledge, c.overlap)
         self.unclaimed: tuple[Step, ...] = (gate.Ignore(), gate.Echo(c.guard))
         self.steps: tuple[Step, ...] = (
             gate.Notice(c.guard),  # a stranger, a voice note over the limit: today's one notice
@@ -65,7 +80,8 @@ class Pipeline:
             read.Recall(c.history, c.overlap),  # the conversation; a stored reply is resent
             gate.Limits(c.guard),  # /usage, the user's daily limits, the whole bot's budget
             read.Read(),  # what the user sent, as the model's turn (media downloaded, and held)
-            ask.Ask(c.model, c.texts),  # the model
+            self.ground,  # the business's documents for it (looked up alongside the claim)
+            ask.Ask(c.model, c.texts),  # the model, with the documents; the sources line
             read.Release(),  # the media's memory back to the instance
             store.Store(c.history, c.guard, c.overlap),  # both turns, before anything is sent
         )
@@ -93,7 +109,8 @@ class Pipeline:
     def _claimed(self, draft: Draft, steps: tuple[Step, ...]) -> None:
         turn, claims = draft.turn, self.c.claims
         fields = {"message_id": turn.message_id, "type": turn.envelope.type, "user": log.mask(turn.user)}
-        self.c.overlap.prefetch(turn.user, self.c.history.load if turn.wants_history else None)
+        load = self.c.history.load if turn.wants_history else None
+        self.c.overlap.prefetch(turn.user, load, then=self.ground.early(draft))  # both beside the claim
         claim = claims.claim(turn.message_id)
         if claim.outcome is Outcome.DONE:
             log.info("already answered: redelivery acknowledged", **fields)

@@ -25,6 +25,7 @@ from datetime import timedelta
 from common import config
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
+from common.knowledge.retrieval import Knowledge
 from common.meta.graph import GraphClient
 from common.responder import texts
 from common.responder.guardrails import Guard
@@ -75,6 +76,7 @@ class Responder:
         self.inputs = Inputs.from_env(self.graph, self.texts)
         self.typing_every = config.number("TYPING_REFRESH_SECONDS", 20)
         self.voice = VoiceReplies(self.history, self.graph)
+        self.knowledge = Knowledge(db)  # the business's documents: common/knowledge/retrieval.py
         # The history read runs alongside the claim, the read receipt alongside the model call (it
         # ends before anything is stored).
         self.overlap = Overlap()

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from common.knowledge.grounding import Grounding
 from common.meta.graph import GraphError, alert_auth
 from common.responder.inputs import Turn as UserTurn
 from common.responder.turn import Kind, Turn
@@ -36,6 +37,7 @@ class Draft:
     last_chance: bool = False  # a delivery from the dead-letter topic: tell the user, once
     conversation: Conversation | None = None  # read by `Recall` (or the paused chat's store)
     said: UserTurn | None = None  # what the user sent, made into a model turn by `Read`
+    grounding: Grounding | None = None  # the business's documents for this turn, found by `Ground`
     reply: str | None = None  # what is sent once the draft is finished (None: nothing)
     tokens: int = 0  # what the model's answer cost
     finished: bool = False
