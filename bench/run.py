@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ack, firestore_ops, imports, pipeline, speech, voice
+from bench import ack, firestore_ops, imports, knowledge, pipeline, speech, voice
 from local import emulators as emu
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
@@ -141,6 +141,7 @@ def table(results: dict[str, Any]) -> str:
         f"uploaded in {v['upload_ms']} ms (total {v['total_ms']} ms); {v['bytes']} bytes for "
         f"{v['seconds']} s of speech = {v['bytes_per_second']} bytes/s; re-encoded: {v['reencoded']}",
     ]
+    lines += ["", *knowledge.lines(results["knowledge"])]
     return "\n".join(lines)
 
 
@@ -153,7 +154,8 @@ def main() -> None:
             "load": round(os.getloadavg()[0], 2),
         }
     }
-    only = set(os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports,voice").split(","))
+    everything = "ack,pipeline,cold,firestore,speech,imports,voice,knowledge"
+    only = set(os.environ.get("BENCH_ONLY", everything).split(","))
     graph, model = FakeGraph(), FakeOpenAI()
     try:
         with emu.running() as emulators:
@@ -178,6 +180,8 @@ def main() -> None:
                 )
             if "speech" in only:
                 results["speech"] = speech.measure(env, graph, model)
+            if "knowledge" in only:
+                results["knowledge"] = knowledge.measure(emulators, model, graph, env)
         if "imports" in only:
             results["imports"] = imports.measure()
         if "voice" in only:
@@ -188,7 +192,7 @@ def main() -> None:
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
-    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports", "voice"}:
+    if only == set(everything.split(",")):
         print(table(results))
     else:
         print(json.dumps({k: v for k, v in results.items()}, indent=1)[:20000])
