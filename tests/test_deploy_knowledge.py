@@ -49,6 +49,7 @@ def test_only_the_responder_gets_the_knowledge_settings(cloud: FakeCloud) -> Non
         "KNOWLEDGE_CITE": "off",
         "KNOWLEDGE_CITE_LABEL": "Fuentes",
         "KNOWLEDGE_CACHE_SECONDS": "20",
+        "KNOWLEDGE_CONTEXT_WEIGHT": "0.5",
     }
     run = cloud.run(**settings, KNOWLEDGE_DIR="/home/me/docs")
     assert run.returncode == 0, run.stderr

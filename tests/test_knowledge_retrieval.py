@@ -96,7 +96,7 @@ def test_passages_above_the_threshold_come_best_first_and_an_unrelated_question_
     assert len(Knowledge(db, sdk(model)).retrieve([], SATURDAY, soon()).passages) == 1
 
 
-def test_a_follow_up_is_found_through_the_users_previous_message(
+def test_a_follow_up_is_found_through_the_previous_message_and_a_new_topic_is_not_held_back(
     db: firestore.Client, model: FakeOpenAI
 ) -> None:
     sync(db, model)
@@ -107,9 +107,12 @@ def test_a_follow_up_is_found_through_the_users_previous_message(
     ]
     followed = knowledge.retrieve(turns, "and the day after?", soon())
     assert followed.passages[0].heading == "Opening hours > Weekend"
-    assert model.embeddings()[-1]["input"] == [f"{SATURDAY}\nand the day after?"]  # not the reply
+    assert model.embeddings()[-1]["input"] == ["and the day after?", SATURDAY]  # one request; not the reply
     alone = knowledge.retrieve([], "and the day after?", soon())
     assert alone.passages[0].heading != "Opening hours > Weekend"  # "day" alone finds a price
+    changed = knowledge.retrieve(turns, "Can you fix a flat tyre?", soon())  # a new topic wins
+    assert changed.passages[0].title == "Repairs and service"
+    assert knowledge.retrieve(turns, "Do you sell cars?", soon()).passages == ()  # no echo of the hours
 
 
 def test_a_passage_that_gives_orders_stays_quoted_data_between_markers_it_cannot_forge(

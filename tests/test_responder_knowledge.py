@@ -117,7 +117,7 @@ def test_a_follow_up_finds_its_passage_through_the_previous_turn(
     assert second["messages"][1:3] == [first["messages"][1], reply]  # the history, no passage in it
     [(title, passage), *_] = grounding.quoted(second["messages"][0]["content"])
     assert title == "Opening hours" and "Sunday: open from 10:00 to 16:00." in passage
-    assert model.embeddings()[-1]["input"] == [f"{SATURDAY}\nand the day after?"]
+    assert model.embeddings()[-1]["input"] == ["and the day after?", SATURDAY]
 
 
 def test_a_resync_is_answered_from_at_once(

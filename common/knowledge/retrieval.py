@@ -2,11 +2,14 @@
 
 Whether a knowledge base exists is the pointer document (common/knowledge/base.py), read once per
 KNOWLEDGE_CACHE_SECONDS [30] per instance: without one, a turn makes no embeddings call and no
-vector query, and at most 1 read per 30 s. With one, a turn with words embeds its query (the
-user's words after their KNOWLEDGE_QUERY_TURNS [2] previous messages, so "and the day after?"
-still finds Saturday's hours) and asks Firestore for the KNOWLEDGE_TOP_K [4] nearest passages by
-cosine distance, none below KNOWLEDGE_MIN_SIMILARITY. Firestore bills that query 1 read per
-passage returned plus 1 per 100 vectors its (flat) index scans, i.e. per passage of the base.
+vector query, and at most 1 read per 30 s. With one, a turn with words embeds, in one request,
+the user's words and their KNOWLEDGE_QUERY_TURNS [2] previous messages; the query vector is the
+words' plus KNOWLEDGE_CONTEXT_WEIGHT [0.3] times the earlier messages', so "and the day after?"
+still finds Saturday's hours while "Can you fix a flat tyre?" after them finds the repairs, not
+the hours (joining the texts would let the earlier topic win). It asks Firestore for the
+KNOWLEDGE_TOP_K [4] nearest passages by cosine distance, none below KNOWLEDGE_MIN_SIMILARITY.
+Firestore bills that query 1 read per passage returned plus 1 per 100 vectors its (flat) index
+scans, i.e. per passage of the base.
 
 KNOWLEDGE_MIN_SIMILARITY defaults by model (DEFAULT_MIN_SIMILARITY): 0.30 for OpenAI's
 text-embedding-3 models, whose question-to-passage similarities run ~0.4-0.7 for a passage that
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MIN_SIMILARITY = {"text-embedding-3-small": 0.30, "text-embedding-3-large": 0.30}
 DEFAULT_MIN_SIMILARITY["offline-stand-in"] = 0.20  # local/offline_embeddings.py: shared words, not meaning
-QUERY_CHARS = 2000  # of the joined query, the latest kept
+QUERY_CHARS = 2000  # of the words, and of the earlier messages: the latest kept
 FIELDS = ["title", "heading", "text", "document"]  # the vector itself is not fetched back
 DISTANCE = "distance"  # the projection must name it too, or the query returns no distance
 
@@ -63,6 +66,7 @@ class Knowledge:
         self.min_similarity = config.number("KNOWLEDGE_MIN_SIMILARITY") if given else None
         self.cache_seconds = config.number("KNOWLEDGE_CACHE_SECONDS", 30)
         self.earlier = int(config.number("KNOWLEDGE_QUERY_TURNS", 2))
+        self.context_weight = config.number("KNOWLEDGE_CONTEXT_WEIGHT", 0.3)
         self.timeout = config.number("KNOWLEDGE_TIMEOUT_SECONDS", 10)
         self.cite, self.label = _on("KNOWLEDGE_CITE"), config.get("KNOWLEDGE_CITE_LABEL") or ""
         self._db, self._sdk = (
@@ -110,14 +114,14 @@ class Knowledge:
         if active is None:
             return Grounding(active=False)
         grounded = Grounding(active=True, cite_sources=self.cite, label=self.label)
-        query = query_text(turns, words, self.earlier)
-        if not query:
+        inputs = query_texts(turns, words, self.earlier)
+        if not inputs:
             return grounded
         started = time.perf_counter()
         try:
-            # one retry, both tries within what is left (the SDK's own pause is 0.5-1 s)
-            vector = self._embedder(active).embed([query], timeout=self._left(deadline) / 2, retries=1)[0]
-            found = self._nearest(active, vector, self._left(deadline))
+            # one request for both texts; one retry, both tries within what is left
+            vectors = self._embedder(active).embed(inputs, timeout=self._left(deadline) / 2, retries=1)
+            found = self._nearest(active, self._combined(vectors), self._left(deadline))
         except EmbeddingsRefused as exc:
             log.error("knowledge: embeddings refused, answering without passages", **log.failure(exc))
             return grounded
@@ -156,6 +160,14 @@ class Knowledge:
                 found.append(Found(title, heading, text, similarity, document))
         return found
 
+    def _combined(self, vectors: list[list[float]]) -> list[float]:
+        """The words' vector, leaning KNOWLEDGE_CONTEXT_WEIGHT towards the earlier messages'
+        (both unit vectors; a cosine query needs no normalising)."""
+        if len(vectors) == 1:
+            return vectors[0]
+        words, earlier = vectors
+        return [w + self.context_weight * e for w, e in zip(words, earlier, strict=True)]
+
     def _embedder(self, active: base.Active) -> Embedder:
         """The knowledge base's own model and size: a query vector must match the stored ones."""
         key = (active.model, active.dimensions)
@@ -170,14 +182,15 @@ class Knowledge:
         return left
 
 
-def query_text(turns: Sequence[dict[str, Any]], words: str | None, earlier: int) -> str:
-    """The user's words after their `earlier` previous messages (the latest QUERY_CHARS of it)."""
-    if not (words or "").strip():
-        return ""
-    users = [str(t.get("content") or "") for t in turns if t.get("role") == "user"]
-    parts = [*(users[-earlier:] if earlier > 0 else []), words or ""]
-    text = "\n".join(" ".join(part.split()) for part in parts if part.strip())
-    return text[-QUERY_CHARS:]
+def query_texts(turns: Sequence[dict[str, Any]], words: str | None, earlier: int) -> list[str]:
+    """[the user's words, their `earlier` previous messages] (the latter left out when there are
+    none; [] without words). The bot's own replies are not part of it."""
+    said = " ".join((words or "").split())[-QUERY_CHARS:]
+    if not said:
+        return []
+    users = [" ".join(str(t.get("content") or "").split()) for t in turns if t.get("role") == "user"]
+    before = "\n".join(u for u in (users[-earlier:] if earlier > 0 else []) if u)[-QUERY_CHARS:]
+    return [said, before] if before else [said]
 
 
 def _budget(seconds: float) -> dict[str, Any]:
