@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The venv's exact versions: every function's lock is a subset of this one (`make lock`).
 DEV_LOCK := requirements-dev.txt
 
-.PHONY: help setup lock test dev bench lint format clean
+.PHONY: help setup lock test dev bench lint format clean knowledge eval
 .DEFAULT_GOAL := setup
 
 help: ## This list.
@@ -36,6 +36,12 @@ test: setup ## Lint, then run the whole suite (starts and stops the emulators it
 
 dev: setup ## The whole bot on this machine: emulators, functions, WhatsApp simulator (Ctrl-C stops).
 	@$(BIN)/python -m local.dev
+
+knowledge: setup ## Sync a folder into the knowledge base: make knowledge SOURCE=DIR (REMOVE=1 removes it).
+	@$(BIN)/python -m local.knowledge sync $(if $(REMOVE),--remove,$(if $(SOURCE),"$(SOURCE)"))
+
+eval: setup ## Score retrieval and the model on a business's cases: make eval CASES=FILE [SOURCE=DIR] [MIN_PASS=0.9].
+	@$(BIN)/python -m local.knowledge eval $(if $(CASES),"$(CASES)") $(if $(SOURCE),--source "$(SOURCE)") $(if $(MIN_PASS),--min-pass $(MIN_PASS))
 
 lint: setup ## ruff check and ruff format --check.
 	$(BIN)/ruff check .

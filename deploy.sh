@@ -151,7 +151,9 @@ env_vars() {
       CONFIRM_MINUTES CONFIRM_YES_TEXT CONFIRM_NO_TEXT HANDOFF_TEXT HANDOFF_COOLDOWN_MINUTES
       ADMIN_USERS MAX_TURNS_PER_DAY MAX_TOKENS_PER_DAY MAX_AUDIO_SECONDS_PER_DAY LIMITS_TIMEZONE DAILY_TOKEN_BUDGET BUDGET_SHARDS GUARDRAILS_CACHE_SECONDS MAX_REPLY_PARTS MAX_MESSAGE_AGE_HOURS ECHO_PAUSE_HOURS NOT_ALLOWED_TEXT LIMIT_TEXT BUSY_TEXT SHORTENED_TEXT
       VISION_MODEL VISION_TIMEOUT_SECONDS IMAGE_PROMPT DOCUMENT_PROMPT MAX_IMAGE_BYTES MAX_DOCUMENT_BYTES MAX_DOCUMENT_PAGES
-      MEDIA_FAILED_TEXT MEDIA_TOO_LARGE_TEXT UNSUPPORTED_FILE_TEXT MEDIA_REFUSED_TEXT TYPING_REFRESH_SECONDS" ;;
+      MEDIA_FAILED_TEXT MEDIA_TOO_LARGE_TEXT UNSUPPORTED_FILE_TEXT MEDIA_REFUSED_TEXT TYPING_REFRESH_SECONDS
+      KNOWLEDGE_TOP_K KNOWLEDGE_MIN_SIMILARITY KNOWLEDGE_CITE KNOWLEDGE_CITE_LABEL KNOWLEDGE_QUERY_TURNS
+      KNOWLEDGE_CONTEXT_WEIGHT KNOWLEDGE_CACHE_SECONDS KNOWLEDGE_TIMEOUT_SECONDS" ;;
   esac
   say "${EXTRA_ENV_VARS:-}"
 }
@@ -328,7 +330,7 @@ check_topics_are_ours() {
 }
 
 ensure_firestore() {
-  step "Firestore (claims and conversation history)"
+  step "Firestore (claims, conversation history, the knowledge base)"
   local type collection ttls
   type=$(query firestore databases describe --database='(default)' --format='value(type)') || type=
   case $type in
@@ -346,6 +348,25 @@ ensure_firestore() {
       mutate firestore fields ttls update expireAt --collection-group="$collection" --enable-ttl --async
     fi
   done
+  ensure_vector_index
+}
+
+# The knowledge base's nearest-passage query needs a vector index on Google Cloud (the emulator
+# needs none): one field, `embedding`, on the passages of every version (common/knowledge/base.py).
+# Its size is the embedding model's (text-embedding-3-small: 1536; EMBEDDING_DIMENSIONS if set).
+ensure_vector_index() {
+  local dimension=${EMBEDDING_DIMENSIONS:-1536} indexes
+  if ! [[ $dimension =~ ^[0-9]+$ ]] || ((dimension < 1 || dimension > 2048)); then
+    die "EMBEDDING_DIMENSIONS must be 1..2048 (Firestore's vector limit), got $dimension"
+  fi
+  indexes=$(query firestore indexes composite list --format=json) || indexes=
+  if [[ $indexes == *"/collectionGroups/knowledgePassages/"* && $indexes == *"\"dimension\": $dimension"* ]]; then
+    say "   vector index on knowledgePassages.embedding ($dimension dimensions): already there"
+  else
+    mutate firestore indexes composite create --collection-group=knowledgePassages --query-scope=COLLECTION \
+      --field-config="field-path=embedding,vector-config={\"dimension\":\"$dimension\",\"flat\":\"{}\"}" --async
+    say "   (the vector index builds in a few minutes; until then the bot answers without its documents)"
+  fi
 }
 
 # One identity per function holding only what that function uses.
@@ -400,7 +421,7 @@ common_packages() {
   case $1 in
     webhook) echo "meta bus guard webhook" ;;
     transcriber) echo "meta bus store ai guard transcriber" ;;
-    responder) echo "meta bus store ai guard actions responder" ;;
+    responder) echo "meta bus store ai guard knowledge actions responder" ;;
   esac
 }
 

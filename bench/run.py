@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ack, actions, firestore_ops, imports, pipeline, speech, voice
+from bench import ack, actions, firestore_ops, imports, knowledge, pipeline, speech, voice
 from local import emulators as emu
 from tests.support.fakes import FakeGraph, FakeOpenAI
 
@@ -150,6 +150,7 @@ def table(results: dict[str, Any]) -> str:
         f"uploaded in {v['upload_ms']} ms (total {v['total_ms']} ms); {v['bytes']} bytes for "
         f"{v['seconds']} s of speech = {v['bytes_per_second']} bytes/s; re-encoded: {v['reencoded']}",
     ]
+    lines += ["", *knowledge.lines(results["knowledge"])]
     return "\n".join(lines)
 
 
@@ -162,9 +163,8 @@ def main() -> None:
             "load": round(os.getloadavg()[0], 2),
         }
     }
-    only = set(
-        os.environ.get("BENCH_ONLY", "ack,pipeline,cold,firestore,speech,imports,voice,actions").split(",")
-    )
+    everything = "ack,pipeline,cold,firestore,speech,imports,voice,actions,knowledge"
+    only = set(os.environ.get("BENCH_ONLY", everything).split(","))
     graph, model = FakeGraph(), FakeOpenAI()
     try:
         with emu.running() as emulators:
@@ -192,6 +192,8 @@ def main() -> None:
             if "actions" in only:
                 with tempfile.TemporaryDirectory() as folder:
                     results["actions"] = actions.measure(env, graph, model, Path(folder))
+            if "knowledge" in only:
+                results["knowledge"] = knowledge.measure(emulators, model, graph, env)
         if "imports" in only:
             results["imports"] = imports.measure()
         if "voice" in only:
@@ -202,7 +204,7 @@ def main() -> None:
     out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)  # not in git: results are per machine
     out.write_text(json.dumps(results, indent=2))
-    if only == {"ack", "pipeline", "cold", "firestore", "speech", "imports", "voice", "actions"}:
+    if only == set(everything.split(",")):
         print(table(results))
     else:
         print(json.dumps({k: v for k, v in results.items()}, indent=1)[:20000])

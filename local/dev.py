@@ -2,8 +2,10 @@
 
 Emulators (local.emulators), topics with push subscriptions to the functions, the three
 functions (local.functions.serve), the WhatsApp simulator unless WHATSAPP_API_BASE is set, the
-offline stand-in model unless OPENAI_API_KEY / OPENAI_BASE_URL is set, and the example business
-(local/example_business.py, for examples/actions.yaml) unless ACTIONS_FILE is set. `start_stack(env)`
+offline stand-in model unless OPENAI_API_KEY / OPENAI_BASE_URL is set, the example business
+(local/example_business.py, for examples/actions.yaml) unless ACTIONS_FILE is set, and the
+knowledge base of KNOWLEDGE_DIR (the example business in examples/ when unset; KNOWLEDGE_DIR=off:
+none). `start_stack(env)`
 returns a Stack whose `.stop()` ends every process it started.
 """
 
@@ -80,6 +82,11 @@ class Stack:
         parts.append(f"transcription: {plan.settings['TRANSCRIBE_BACKEND']}")
         if plan.example_business:
             parts.append(f"actions: examples/actions.yaml at {plan.url('EXAMPLE_BUSINESS_PORT')}")
+        folder = plan.knowledge_dir
+        shown = (
+            folder.resolve().relative_to(REPO) if folder and folder.resolve().is_relative_to(REPO) else folder
+        )
+        parts.append(f"knowledge: {shown or 'off'}")
         parts.append(f"Pub/Sub {plan.ports['PUBSUB_PORT']}, Firestore {plan.ports['FIRESTORE_PORT']}")
         return " | ".join(parts) + " | Ctrl-C stops it all"
 
@@ -193,7 +200,30 @@ def _start(stack: Stack, jars: emu.Jars, out: TextIO) -> None:
     firestore.wait_ready()
     for process in stack.processes:
         process.wait_ready()
+    _load_knowledge(stack, env, Pump("knowledge", out, lock))
     _serve(stack, webhook, env, Pump(webhook, out, lock))
+
+
+def _load_knowledge(stack: Stack, env: dict[str, str], pump: Pump) -> None:
+    """`make knowledge` on the plan's folder (the example business by default), into the emulator."""
+    stack.logs.append(pump)
+    folder = stack.plan.knowledge_dir
+    if folder is None:
+        pump.writer_spawned()
+        return
+    argv = [sys.executable, "-m", "local.knowledge", "sync", str(folder)]
+    child_env = {**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(
+            argv, env=child_env, cwd=REPO, stdout=pump.writer(), stderr=subprocess.STDOUT, timeout=300
+        )
+    finally:
+        pump.writer_spawned()
+    if done.returncode > 1:  # 1: some files refused, the rest synced
+        pump.close()
+        raise DevError(
+            f"the knowledge base in {folder} could not be synced: {pump.tail(2)} (KNOWLEDGE_DIR=off skips it)"
+        )
 
 
 def _serve(stack: Stack, name: str, env: dict[str, str], pump: Pump) -> None:

@@ -42,6 +42,7 @@ OFFLINE_MODEL = "offline-stand-in"
 SIMULATOR_ADMIN = "15550000000"  # ADMIN_USERS with the simulator, unless .env names others
 EXAMPLE_ACTIONS = Path(__file__).resolve().parent.parent / "examples" / "actions.yaml"
 EXAMPLE_BUSINESS_TOKEN = "local-business-token"  # noqa: S105 - local/example_business.py's stand-in
+EXAMPLE_KNOWLEDGE = Path(__file__).resolve().parent.parent / "examples" / "harbour-bikes" / "knowledge"
 FUNCTIONS = ("transcriber", "responder", "webhook")  # started in this order, each on <NAME>_PORT
 # The contract with the responder and deploy.sh: a claim's lease outlives one attempt by a margin.
 LEASE_DEFAULTS = {"ATTEMPT_TIMEOUT_SECONDS": 120, "CLAIM_LEASE_SECONDS": 180}
@@ -141,6 +142,15 @@ class Plan:
         plan.wiring()  # refuses bad values before anything starts
         return plan
 
+    @property
+    def knowledge_dir(self) -> Path | None:
+        """The folder synced into the emulator at start: KNOWLEDGE_DIR, else the example business;
+        None for KNOWLEDGE_DIR=off."""
+        given = self.settings.get("KNOWLEDGE_DIR", "").strip()
+        if given.lower() in ("off", "none", "no", "false", "0"):
+            return None
+        return Path(given) if given else EXAMPLE_KNOWLEDGE
+
     def url(self, port_name: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports[port_name]}{path}"
 
@@ -171,6 +181,7 @@ class Plan:
             env["OPENAI_BASE_URL"] = self.url("OFFLINE_MODEL_PORT", "/v1")
             env["OPENAI_API_KEY"] = "offline"
             env["OPENAI_MODEL"] = OFFLINE_MODEL
+            env["EMBEDDING_MODEL"] = OFFLINE_MODEL  # the stand-in embeds too (local/offline_embeddings.py)
         if self.example_business:
             env["EXAMPLE_BUSINESS_URL"] = self.url("EXAMPLE_BUSINESS_PORT", "")
         return env

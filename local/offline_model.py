@@ -1,10 +1,12 @@
 """An offline stand-in for an OpenAI chat model, so `make dev` works with no key and no network.
 
 OpenAI-compatible (`POST /v1/chat/completions`, also streamed; `POST /v1/audio/speech`, spoken
-by espeak-ng; `GET /v1/models`). It does not think: it echoes the user's last words, describes
-the images and files it was sent (format, size, pixels or pages: local/offline_media.py) and
-counts the turns it was given (which shows that history and /reset work), calls an action when
-the user's words name one (local/offline_tools.py), and every answer starts with LABEL so nobody
+by espeak-ng; `POST /v1/embeddings`, a hashed bag of words: local/offline_embeddings.py;
+`GET /v1/models`). It does not think: it echoes the user's last words, describes the images and
+files it was sent (format, size, pixels or pages: local/offline_media.py), counts the turns it
+was given (which shows that history and /reset work), quotes the first passage of the business's
+documents it was given (or says it was given none), calls an action when the user's words name
+one (local/offline_tools.py), and every answer starts with LABEL so nobody
 mistakes it for a model.
 Run by `make dev` as `python -m local.offline_model` on OFFLINE_MODEL_PORT.
 """
@@ -20,11 +22,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from common import config, log
-from local import offline_media, offline_speech, offline_tools
+from common.knowledge import grounding
+from local import offline_embeddings, offline_media, offline_speech, offline_tools
 
 LABEL = "[offline stand-in model]"
 MODEL = "offline-stand-in"
 ECHO_LIMIT = 600  # characters of the user's words repeated back
+QUOTE_LIMIT = 400  # characters of a passage quoted
 
 
 def words(content: Any) -> str:
@@ -47,8 +51,25 @@ def answer(messages: list[dict[str, Any]]) -> str:
     received = f" I received {' and '.join(seen)}." if seen else ""
     return (
         f"{LABEL} You said: “{said}”.{received} That is message {len(users)} of this conversation. "
-        "I only echo; set OPENAI_API_KEY or OPENAI_BASE_URL for real answers."
+        "I only echo; set OPENAI_API_KEY or OPENAI_BASE_URL for real answers." + documents(messages)
     )
+
+
+def documents(messages: list[dict[str, Any]]) -> str:
+    """What the business's documents gave (common/knowledge/grounding.py's block): the first
+    passage quoted, with the sources mark a real model is asked for; "" without a knowledge base."""
+    system = " ".join(
+        words(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "system"
+    )
+    passages = grounding.quoted(system)
+    if passages:
+        title, text = passages[0]
+        text = " ".join(text.split())
+        text = text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 1] + "…"
+        return f"\nFrom the business's documents, “{title}”: {text}\n[sources: 1]"
+    if grounding.NOTHING in system:
+        return "\nThe business's documents hold nothing on that.\n[sources: none]"
+    return ""
 
 
 def completion(body: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +137,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path.endswith("/audio/speech"):
             self._speech(body)
+        elif self.path.endswith("/embeddings"):
+            status, answer = offline_embeddings.answer(body)
+            log.info("offline model: embedded", inputs=len(answer.get("data") or []))
+            self._json(status, answer)
         elif not self.path.endswith("/chat/completions"):
-            self._error(404, f"the offline stand-in only does chat completions and speech, not {self.path}")
+            self._error(404, f"the offline stand-in does chat, speech and embeddings, not {self.path}")
         elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._error(400, "messages is required")
         elif body.get("stream"):

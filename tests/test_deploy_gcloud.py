@@ -93,6 +93,7 @@ def test_every_command_passes_the_real_gcloud_parser(cloud: FakeCloud, tmp_path:
         ("run", "services", "update"),
         ("iam", "service-accounts", "remove-iam-policy-binding"),
         ("functions", "delete"),
+        ("firestore", "indexes", "composite", "create"),  # the knowledge base's vector index
     ):
         assert expected in kinds, expected
 

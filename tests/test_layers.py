@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"meta"},
     {"bus"},
     {"store", "ai"},
-    {"guard"},
+    {"guard", "knowledge"},
     {"actions"},
     {"webhook", "transcriber", "responder"},
 ]

@@ -23,6 +23,7 @@ from common import log
 from common.actions.setup import Actions
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
+from common.knowledge.retrieval import Knowledge
 from common.meta.graph import GraphClient
 from common.responder.guardrails import Guard
 from common.responder.inputs import Inputs
@@ -35,6 +36,7 @@ from common.responder.steps import (
     ask,
     commands,
     gate,
+    ground,
     handoff,
     read,
     run,
@@ -64,11 +66,13 @@ class Clients(Protocol):
     voice: VoiceReplies
     overlap: Overlap
     typing_every: float
+    knowledge: Knowledge
 
 
 class Pipeline:
     def __init__(self, c: Clients) -> None:
         self.c, a = c, c.actions
+        self.ground = ground.Ground(c.knowledge, c.overlap)
         self.unclaimed: tuple[Step, ...] = (gate.Ignore(), gate.Echo(c.guard))
         model: Step = ask.Ask(c.model, c.texts)
         if a.catalog:  # the business's actions (or the handoff) as the model's tools
@@ -87,7 +91,8 @@ class Pipeline:
             gate.Limits(c.guard),  # /usage, the user's daily limits, the whole bot's budget
             actions.Confirmed(a.confirmations, a.catalog, a.caller),  # the answer to a yes/no question
             read.Read(),  # what the user sent, as the model's turn (media downloaded, and held)
-            model,  # the model (with the actions: each call made once, its result stored first)
+            self.ground,  # the business's documents for it (looked up alongside the claim)
+            model,  # the model (with the documents; with the actions, each call made once, stored first)
             read.Release(),  # the media's memory back to the instance
             store.Store(c.history, c.guard, c.overlap),  # both turns, before anything is sent
         )
@@ -115,7 +120,8 @@ class Pipeline:
     def _claimed(self, draft: Draft, steps: tuple[Step, ...]) -> None:
         turn, claims = draft.turn, self.c.claims
         fields = {"message_id": turn.message_id, "type": turn.envelope.type, "user": log.mask(turn.user)}
-        self.c.overlap.prefetch(turn.user, self.c.history.load if turn.wants_history else None)
+        load = self.c.history.load if turn.wants_history else None
+        self.c.overlap.prefetch(turn.user, load, then=self.ground.early(draft))  # both beside the claim
         claim = claims.claim(turn.message_id)
         if claim.outcome is Outcome.DONE:
             log.info("already answered: redelivery acknowledged", **fields)

@@ -26,6 +26,7 @@ from common import config
 from common.actions.setup import Actions
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
+from common.knowledge.retrieval import Knowledge
 from common.meta.graph import GraphClient
 from common.responder import texts
 from common.responder.guardrails import Guard
@@ -78,6 +79,7 @@ class Responder:
         self.voice = VoiceReplies(self.history, self.graph)
         admins = self.guard.policy.admins
         self.actions = Actions.build(db, self.history, self.guard.pauses, self.graph, admins)
+        self.knowledge = Knowledge(db)  # the business's documents: common/knowledge/retrieval.py
         # The history read runs alongside the claim, the read receipt alongside the model call (it
         # ends before anything is stored).
         self.overlap = Overlap()

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local import offline_embeddings
+
 # What the speech stand-in answers unless a test sets FakeOpenAI.speech: a real voice note.
 SPEECH = Path(__file__).resolve().parent.parent / "audio" / "en_weather.ogg"
 
@@ -325,8 +327,8 @@ def echo_model(messages: list[dict[str, Any]]) -> str:
 
 
 class FakeOpenAI(FakeServer):
-    """Chat completions, speech and audio transcriptions, in OpenAI's wire format (what the openai
-    SDK sends and parses)."""
+    """Chat completions, speech, transcriptions and embeddings, in OpenAI's wire format (what the
+    openai SDK sends and parses)."""
 
     def __init__(self, answer: Callable[[list[dict[str, Any]]], Any] = echo_model) -> None:
         self._default_answer = answer
@@ -366,6 +368,10 @@ class FakeOpenAI(FakeServer):
         """Each /audio/speech request's JSON body."""
         return [r.json() for r in list(self.requests) if r.path.endswith("/audio/speech")]
 
+    def embeddings(self) -> list[dict[str, Any]]:
+        """Each /embeddings request's JSON body (answered by local/offline_embeddings.py)."""
+        return [r.json() for r in list(self.requests) if r.path.endswith("/embeddings")]
+
     def route(self, request: Recorded) -> Answer:
         if request.path.endswith("/audio/speech"):
             return Answer(200, self.speech, {"Content-Type": "audio/ogg"})
@@ -397,6 +403,8 @@ class FakeOpenAI(FakeServer):
             )
         if request.path.endswith("/audio/transcriptions"):
             return Answer(200, {"text": self.transcript})
+        if request.path.endswith("/embeddings"):
+            return Answer(*offline_embeddings.answer(request.json()))
         return Answer(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
 

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from common.knowledge.grounding import Grounding
 from common.meta.graph import GraphError, alert_auth
 from common.responder.inputs import Turn as UserTurn
 from common.responder.turn import Kind, Turn
@@ -37,6 +38,7 @@ class Draft:
     conversation: Conversation | None = None  # read by `Recall` (or the paused chat's store)
     said: UserTurn | None = None  # what the user sent, made into a model turn by `Read`
     before: tuple[dict[str, Any], ...] = ()  # for the model, between the history and the user's turn
+    grounding: Grounding | None = None  # the business's documents for this turn, found by `Ground`
     reply: str | None = None  # what is sent once the draft is finished (None: nothing)
     confirm: str | None = None  # the reply is a question with yes/no buttons: its call's key
     tokens: int = 0  # what the model's answer cost

@@ -23,6 +23,7 @@ from common.actions.handoff import Handoffs, Handover, Started
 from common.actions.loop import Loop, ModelReply
 from common.actions.spec import Catalog
 from common.ai.llm import ChatModel, ContextTooLong, ModelRefused, ModelUnavailable
+from common.knowledge.grounding import Grounding
 from common.responder.steps import Draft, RetryLater, left
 from common.responder.steps.handoff import sending
 from common.responder.texts import Texts
@@ -92,12 +93,14 @@ class Act:
             return replace(draft, reply=question, tokens=outcome.tokens, confirm=pending.key)
         if outcome.handoff is not None:
             return replace(draft, reply=self._hand_over(draft, outcome.handoff), tokens=outcome.tokens)
-        return replace(draft, reply=outcome.reply or self.texts.empty_answer, tokens=outcome.tokens)
+        cited = (draft.grounding or Grounding()).cite(outcome.reply) if outcome.reply else None
+        return replace(draft, reply=cited or self.texts.empty_answer, tokens=outcome.tokens)
 
     def _run(self, draft: Draft, history: list[dict[str, Any]], fresh: bool = True) -> tools.Outcome:
         said, turn = draft.said, draft.turn
         assert said is not None
-        prompt = self.texts.system_prompt  # and, with the business's actions, that results are data
+        grounding = draft.grounding or Grounding()  # the business's documents, when there are any
+        prompt = grounding.system(self.texts.system_prompt)  # and, with the actions, results are data
         system = {
             "role": "system",
             "content": f"{prompt}\n\n{tools.PROMPT}" if self.loop.catalog.actions else prompt,

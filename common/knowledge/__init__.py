@@ -1,0 +1,1 @@
+"""Answers from the business's own documents: sync a folder into Firestore, retrieve passages per turn."""
