@@ -157,7 +157,7 @@ env_vars() {
       OPENAI_TIMEOUT_SECONDS OPENAI_MAX_RETRIES SYSTEM_PROMPT VOICE_PROMPT VOICE_MODE HELP_TEXT
       RESET_TEXT UNSUPPORTED_TEXT VOICE_FAILED_TEXT MODEL_ERROR_TEXT HISTORY_MAX_CHARS
       HISTORY_MAX_TURNS HISTORY_TTL_DAYS ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS CLAIM_RENEW_SECONDS
-      CLAIM_LEASE_MARGIN_SECONDS CONFIRM_WAIT_SECONDS CLAIM_TTL_DAYS
+      CLAIM_LEASE_MARGIN_SECONDS STATUS_WAIT_SECONDS CLAIM_TTL_DAYS
       OPENAI_MAX_TOKENS
       MAX_ACTION_CALLS ACTION_TIMEOUT_SECONDS ACTION_TRIES ACTION_MAX_RESULT_BYTES ACTION_RESULT_TTL_DAYS
       CONFIRM_MINUTES CONFIRM_YES_TEXT CONFIRM_NO_TEXT HANDOFF_TEXT HANDOFF_COOLDOWN_MINUTES
@@ -350,7 +350,7 @@ ensure_firestore() {
     *) die "the (default) Firestore database is in $type; the responder needs native mode (use another project)" ;;
   esac
   # Old claims and idle conversations expire by themselves (the code sets expireAt).
-  for collection in claims confirmations conversations; do
+  for collection in claims sent conversations; do
     ttls=$(query firestore fields ttls list --collection-group="$collection" --format='value(name)') || ttls=
     if [[ $ttls == */fields/expireAt* ]]; then
       say "   TTL on $collection.expireAt: already set"
@@ -373,7 +373,7 @@ ensure_identity() {
   done
   case $name in
     webhook) # every message enters by the transcriber's topic (order per user across types); Meta's
-      # confirmations of our sent parts go to the responder by the status topic
+      # statuses of our sent parts go to the responder by the status topic
       grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics
       grant roles/pubsub.publisher "$member" "$TOPIC_STATUS" pubsub topics ;;
     transcriber) grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
@@ -538,7 +538,7 @@ SUBSCRIPTION_FIELDS+=",deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeli
 SUBSCRIPTION_FIELDS+=",retryPolicy.minimumBackoff,retryPolicy.maximumBackoff,messageRetentionDuration"
 SUBSCRIPTION_FIELDS+=",expirationPolicy.ttl,enableMessageOrdering"
 MIN_RETRY_DELAY=10s MAX_RETRY_DELAY=600s RETENTION=7d
-STATUS_SUBSCRIPTION_RETENTION=10m # Pub/Sub's least: a confirmation that late helps nobody
+STATUS_SUBSCRIPTION_RETENTION=10m # Pub/Sub's least: a part's status that late helps nobody
 
 # ensure_subscription NAME TOPIC URL PUSH_ACCOUNT ACK DLQ ORDERED [RETENTION]: describe, then create
 # with every setting at once or converge what `update` can change. URL "" = no push yet (messages
@@ -669,12 +669,12 @@ ensure_dead_letter_route() {
     "$(invoker_account responder)" "$(ack_deadline responder)" "" ""
 }
 
-# Meta's sent/delivered statuses of our reply parts (their callback data, common/bus/confirmation.py)
-# reach the responder on a subscription of their own: no ordering (a confirmation must not wait
+# Meta's sent/delivered statuses of our reply parts (their callback data, common/bus/part_sent.py)
+# reach the responder on a subscription of their own: no ordering (a status must not wait
 # behind the user's messages), no dead-letter topic (a status that cannot be recorded is retried
 # while it is kept, 10 minutes, then it no longer matters). As the responder's push identity.
 ensure_status_route() {
-  step "responder: Meta's confirmations of sent parts ($STATUS_SUBSCRIPTION)"
+  step "responder: Meta's statuses of sent parts ($STATUS_SUBSCRIPTION)"
   ensure_subscription "$STATUS_SUBSCRIPTION" "$TOPIC_STATUS" "$(function_url responder)" \
     "$(invoker_account responder)" "$(ack_deadline responder)" "" "" "$STATUS_SUBSCRIPTION_RETENTION"
 }

@@ -161,7 +161,9 @@ class Plan:
             },
             "ack_deadline": round(float(settings.get("ATTEMPT_TIMEOUT_SECONDS", "120"))),
             "dead_letters": DeadLetters(dead_letter_topic, self.url("RESPONDER_PORT"), int(attempts)),
-            "unordered": {settings["TOPIC_STATUS"]: self.url("RESPONDER_PORT")},  # Meta's confirmations
+            "unordered": {
+                settings["TOPIC_STATUS"]: self.url("RESPONDER_PORT")
+            },  # Meta's statuses of our parts
         }
 
     def function_env(self, emulators: emu.Emulators) -> dict[str, str]:

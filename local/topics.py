@@ -8,9 +8,9 @@ subscription for inspection. The emulator, unlike Google's Pub/Sub, never dead-l
 of an ordered push subscription: after the last attempt it just stops pushing it (locally the
 apology route is reached only from an unordered one; see tests/test_ordering.py). Without
 `dead_letters` (most tests): ordering and the ack deadline only, so that a nacked message comes
-back at once. `unordered` topics (Meta's confirmations of our sent parts, TOPIC_STATUS) get a push
+back at once. `unordered` topics (Meta's statuses of our sent parts, TOPIC_STATUS) get a push
 subscription with no ordering and no dead-letter topic, kept 10 minutes with `dead_letters`, as
-deploy.sh makes it: a confirmation waits behind nothing.
+deploy.sh makes it: a status waits behind nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from local import emulators as emu
 
 MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 10, 600  # deploy.sh's --min-retry-delay / --max-retry-delay
 RETENTION_SECONDS = 7 * 24 * 3600  # --message-retention-duration=7d
-STATUS_RETENTION_SECONDS = 600  # the status subscription's: a confirmation that late helps nobody
+STATUS_RETENTION_SECONDS = 600  # the status subscription's: a status that late helps nobody
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_creates_topics_dead_letters_secrets_accounts_and_firestore(deployed: Tw
     assert cloud.state()["firestore databases"]["(default)"]["type"] == "FIRESTORE_NATIVE"
     assert cloud.state()["ttl"] == {
         "claims": "expireAt",
-        "confirmations": "expireAt",
+        "sent": "expireAt",
         "conversations": "expireAt",
     }
     assert deployed.first.find("services", "enable")
@@ -203,8 +203,10 @@ def test_dead_letters_are_pushed_to_the_responder_with_its_identity(deployed: Tw
     assert deployed_at < created  # the push needs the responder's URL
 
 
-def test_meta_confirmations_reach_the_responder_unordered_and_never_dead_lettered(deployed: TwoRuns) -> None:
-    """A confirmation must not wait behind the user's messages, and one that cannot be recorded
+def test_meta_statuses_of_our_parts_reach_the_responder_unordered_and_never_dead_lettered(
+    deployed: TwoRuns,
+) -> None:
+    """A part's status must not wait behind the user's messages, and one that cannot be recorded
     is worth nothing after minutes (Pub/Sub's least retention)."""
     status = deployed.cloud.state()["pubsub subscriptions"][STATUS]["flags"]
     assert status["topic"] == "whatsapp-status"
@@ -299,7 +301,7 @@ def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
         ("secrets", "whatsbot-app-secret", accessor),
         ("secrets", "whatsbot-verify-token", accessor),
         ("pubsub topics", "whatsapp-audio", publisher),
-        ("pubsub topics", "whatsapp-status", publisher),  # Meta's confirmations of our parts
+        ("pubsub topics", "whatsapp-status", publisher),  # Meta's statuses of our parts
     }
     assert grants[f"serviceAccount:{service_account('transcriber')}"] == {
         ("secrets", "whatsbot-whatsapp-token", accessor),

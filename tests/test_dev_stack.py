@@ -320,7 +320,7 @@ def test_the_push_subscriptions_have_deploy_shape(stack: dev.Stack) -> None:
     )
     assert not apology.dead_letter_policy.dead_letter_topic  # nothing loops
     assert found["whatsbot-dead-letter-inspect"].topic == dead_letters
-    status = found["whatsapp-status-push"]  # Meta's confirmations of sent parts: they wait behind nothing
+    status = found["whatsapp-status-push"]  # Meta's statuses of sent parts: they wait behind nothing
     assert status.topic == f"{project}/topics/whatsapp-status"
     assert status.push_config.push_endpoint == stack.plan.url("RESPONDER_PORT")
     assert not status.enable_message_ordering and not status.dead_letter_policy.dead_letter_topic
@@ -361,8 +361,8 @@ def test_the_simulator_reports_sent_delivered_and_read_to_the_webhook(
     with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": stack.emulators.firestore.address}):
         db = firestore.Client(project=stack.plan.settings["GOOGLE_CLOUD_PROJECT"])
     try:
-        confirmations = db.collection("confirmations").document(claim_id)
-        assert poll(lambda: (confirmations.get().to_dict() or {}).get("parts") == [0], 30, "a confirmation")
+        sent = db.collection("sent").document(claim_id)
+        assert poll(lambda: (sent.get().to_dict() or {}).get("parts") == [0], 30, "the part recorded sent")
     finally:
         db.close()
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from common.bus.confirmation import Confirmation
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 from common.meta.signature import sign
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
@@ -159,7 +159,7 @@ def statuses_post(*items: tuple[str, str | None]) -> bytes:
     return json.dumps(body).encode()
 
 
-def test_statuses_confirming_our_parts_go_to_the_status_topic_with_no_ordering_key(
+def test_statuses_of_our_parts_go_to_the_status_topic_with_no_ordering_key(
     webhook: FunctionProcess, topics: Topics
 ) -> None:
     """Meta's sent/delivered of a part we sent, named by its callback data, reach the responder
@@ -177,25 +177,25 @@ def test_statuses_confirming_our_parts_go_to_the_status_topic_with_no_ordering_k
     answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
     assert answer.json() == {"status": "ok", "published": 2}
     received = topics.pull("whatsapp-status", expect=2)
-    assert [Confirmation.from_bytes(r.data) for r in received] == [
-        Confirmation(claim, 0, "sent"),
-        Confirmation(claim, 0, "delivered"),
+    assert [PartSent.from_bytes(r.data) for r in received] == [
+        PartSent(claim, 0, "sent"),
+        PartSent(claim, 0, "delivered"),
     ]
     assert {r.ordering_key for r in received} == {""}
-    assert {r.attributes["type"] for r in received} == {"confirmation"}
+    assert {r.attributes["type"] for r in received} == {"part_sent"}
     assert topics.nothing_on(TOPIC_AUDIO, wait=0) and topics.nothing_on(TOPIC_TEXT, wait=0)
 
 
-def test_a_confirmation_that_cannot_be_published_does_not_fail_the_post(
+def test_a_part_status_that_cannot_be_published_does_not_fail_the_post(
     webhook: FunctionProcess, topics: Topics
 ) -> None:
-    """Best effort (no status topic here): a lost confirmation only reopens the duplicate window."""
+    """Best effort (no status topic here): a lost status only reopens the duplicate window."""
     logged_before = len(webhook.log_text())
     body = statuses_post(("sent", f"wb1:{'cd' * 20}:0"))
     answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "published": 0}
-    assert "confirmations not queued" in webhook.log_text()[logged_before:]
+    assert "part statuses not queued" in webhook.log_text()[logged_before:]
 
 
 def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess, topics: Topics) -> None:

@@ -2,7 +2,7 @@
 
 On Google Cloud and locally alike, our own push subscription POSTs the raw push body, which
 functions-framework converts into a CloudEvent whose `data.message.data` is the base64 envelope
-(or, on the responder's status subscription, a part's confirmation: common/bus/confirmation.py).
+(or, on the responder's status subscription, Meta's word that a part went out: common/bus/part_sent.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import base64
 import binascii
 from typing import Any
 
-from common.bus.confirmation import KIND, Confirmation
 from common.bus.envelope import Envelope
+from common.bus.part_sent import KIND, PartSent
 
 # Pub/Sub adds these attributes when it forwards a message to a dead-letter topic.
 DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceSubscription"
@@ -29,12 +29,12 @@ def envelope_from_event(data: Any) -> Envelope:
         raise BadEvent(str(exc)) from exc
 
 
-def confirmation_from_event(data: Any) -> Confirmation | None:
-    """The confirmation a delivery holds; None when it holds something else (an envelope)."""
+def part_sent_from_event(data: Any) -> PartSent | None:
+    """The PartSent a delivery holds; None when it holds something else (an envelope)."""
     if _attributes(data).get("type") != KIND:
         return None
     try:
-        return Confirmation.from_bytes(_data(data))
+        return PartSent.from_bytes(_data(data))
     except ValueError as exc:
         raise BadEvent(str(exc)) from exc
 
@@ -61,7 +61,7 @@ def is_dead_lettered(data: Any) -> bool:
 
 
 def event_for(
-    envelope: Envelope | Confirmation, subscription: str = "projects/p/subscriptions/s"
+    envelope: Envelope | PartSent, subscription: str = "projects/p/subscriptions/s"
 ) -> dict[str, Any]:
     """The raw Pub/Sub push body for an envelope (what Pub/Sub POSTs to a push endpoint)."""
     return {

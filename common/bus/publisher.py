@@ -23,8 +23,8 @@ from google.pubsub_v1.services.publisher import PublisherClient
 from google.pubsub_v1.types import pubsub
 
 from common import config, log
-from common.bus.confirmation import Confirmation
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 
 # The generated client's retry codes for Publish; anything else (NOT_FOUND, PERMISSION_DENIED...) fails now.
 TRANSIENT = (
@@ -45,7 +45,7 @@ _Request = pubsub.PublishRequest.pb()
 _Message = pubsub.PubsubMessage.pb()
 Group = tuple[str, str, int]  # (topic path, user, part): one Publish request
 Chain = tuple[str, str]  # (topic path, user): its parts, published one after the other
-Published = Envelope | Confirmation  # a confirmation's user is "": no ordering key
+Published = Envelope | PartSent  # a PartSent's user is "": no ordering key
 
 
 def by_request(items: Iterable[tuple[str, Published]], project: str) -> dict[Group, list[Published]]:

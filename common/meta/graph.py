@@ -172,6 +172,7 @@ class GraphClient:
         buttons: list[tuple[str, str]],
         reply_to: str | None = None,
         timeout: float | None = None,
+        callback: str | None = None,
     ) -> str:
         """Send reply buttons (`interactive.type: button`): `buttons` are (id, title) pairs, at
         most 3, each title at most 20 characters and the body at most 1024 (Meta's limits: a
@@ -187,7 +188,7 @@ class GraphClient:
             "body": {"text": body[:MAX_BUTTON_BODY]},
             "action": {"buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in buttons]},
         }
-        return self._message(phone_number_id, to, "interactive", interactive, reply_to, timeout)
+        return self._message(phone_number_id, to, "interactive", interactive, reply_to, timeout, callback)
 
     def _message(
         self,

@@ -19,7 +19,7 @@ store, send or fenced write (`LostClaim`) and is acknowledged. A part Meta accep
 sent at once: a progress or `done` write that fails after the client's retries leaves the release
 to record it, so the redelivery does not send it again; a part accepted by an attempt that died
 before it could record it is known by Meta's status of it (each part carries callback data:
-common/store/confirmations.py), which reaches `confirm` on a subscription of its own.
+common/store/sent_parts.py), which reaches `part_sent` on a subscription of its own.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from datetime import timedelta
 from common import config
 from common.actions.setup import Actions
 from common.ai.llm import ChatModel
-from common.bus.confirmation import Confirmation
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 from common.meta.graph import GraphClient
 from common.responder import texts
 from common.responder.guardrails import Guard
@@ -66,8 +66,8 @@ class Responder:
         self.attempt_seconds, lease = timing()
         db = store.client()
         days = timedelta(days=1)
-        ttl, wait = config.number("CLAIM_TTL_DAYS", 7) * days, config.number("CONFIRM_WAIT_SECONDS", 5)
-        self.claims = Claims(db, lease, ttl, confirm_wait=wait)
+        ttl, wait = config.number("CLAIM_TTL_DAYS", 7) * days, config.number("STATUS_WAIT_SECONDS", 5)
+        self.claims = Claims(db, lease, ttl, status_wait=wait)
         budget = Budget(
             int(config.number("HISTORY_MAX_TURNS", 20)), int(config.number("HISTORY_MAX_CHARS", 12000))
         )
@@ -94,6 +94,6 @@ class Responder:
         """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
         self.pipeline.give_up(envelope)
 
-    def confirm(self, confirmation: Confirmation) -> None:
+    def part_sent(self, part: PartSent) -> None:
         """Meta reported a part of a reply sent or delivered: a takeover will not send it again."""
-        self.claims.confirmations.record(confirmation.claim_id, confirmation.part)
+        self.claims.sent.record(part.claim_id, part.part)

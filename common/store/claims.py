@@ -9,7 +9,7 @@ lease.py) that the attempt renews while it works (common/store/heartbeat.py), th
 `done`; a redelivery of a done message is acknowledged without acting. A `working` claim whose
 lease has lapsed was left by a crashed (or frozen) attempt and is taken over, also under a
 precondition; the taker resends the reply already stored in the history (see responder.py) from
-the first part neither recorded as sent nor confirmed by Meta (common/store/confirmations.py).
+the first part neither recorded as sent nor reported sent by Meta (common/store/sent_parts.py).
 A redelivery that finds a lease about to lapse waits for it (within its own deadline) instead
 of going back to Pub/Sub's growing back-off: 1 read more, and the takeover.
 
@@ -37,10 +37,10 @@ from google.api_core.exceptions import AlreadyExists, FailedPrecondition, NotFou
 from google.cloud import firestore
 
 from common import log
-from common.bus.confirmation import callback_data
-from common.store.confirmations import Confirmations
+from common.bus.part_sent import callback_data
 from common.store.db import reading, seconds_left, writing
 from common.store.lease import Lease
+from common.store.sent_parts import SentParts
 
 COLLECTION = "claims"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -105,9 +105,9 @@ def doc_id(key: str) -> str:
 
 
 class Claims:
-    def __init__(self, db: firestore.Client, lease: Lease, ttl: timedelta, confirm_wait: float = 5.0) -> None:
+    def __init__(self, db: firestore.Client, lease: Lease, ttl: timedelta, status_wait: float = 5.0) -> None:
         self.db, self.lease, self.ttl = db, lease, ttl
-        self.confirmations = Confirmations(db, ttl, confirm_wait)
+        self.sent = SentParts(db, ttl, status_wait)
 
     def ref(self, message_id: str) -> firestore.DocumentReference:
         return self.db.collection(COLLECTION).document(doc_id(message_id))
@@ -226,11 +226,11 @@ class Claims:
 
     def resume_at(self, message_id: str, claim: Claim, start: int, parts: int) -> int:
         """The first of `parts` to send from `start`: a part the attempt before may have had
-        accepted without recording it is skipped if Meta confirmed it (see confirmations.py)."""
+        accepted without recording it is skipped if Meta said it took it (see sent_parts.py)."""
         unsure = claim.unsure
         if claim.outcome is not Outcome.TAKEN_OVER or unsure is None or not start <= unsure < parts:
             return start
-        return self.confirmations.resume_at(doc_id(message_id), start, unsure, claim.quiet)
+        return self.sent.resume_at(doc_id(message_id), start, unsure, claim.quiet)
 
     def callback(self, message_id: str, part: int) -> str:
         """The `biz_opaque_callback_data` of a part: its statuses name its claim and index."""
@@ -252,7 +252,7 @@ class Claims:
 
     def release(self, message_id: str, claim: Claim, parts_sent: int | None = None) -> None:
         """End the lease now (a retriable failure), so the redelivery takes over at once, from the
-        first part Meta did not accept (and the one on its way, if Meta confirms it); an uploaded
+        first part Meta did not accept (and the one on its way, unless Meta says it took it); an uploaded
         voice note's media id rides along, so the retry sends it without a new upload."""
         sent = claim.parts_sent if parts_sent is None else parts_sent
         fields: dict[str, Any] = {"leaseSeconds": 0, "leaseUntil": EPOCH, "partsSent": sent}

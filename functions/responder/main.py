@@ -15,8 +15,8 @@ from werkzeug.exceptions import InternalServerError
 from common import log, startup  # startup before the SDKs: pauses the collector
 from common.actions import spec
 from common.ai import openai_client
-from common.bus.confirmation import Confirmation
-from common.bus.events import BadEvent, confirmation_from_event, envelope_from_event, is_dead_lettered
+from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered, part_sent_from_event
+from common.bus.part_sent import PartSent
 from common.responder import voice_reply
 from common.responder.responder import Responder, RetryLater, timing
 
@@ -43,11 +43,11 @@ def responder() -> Responder:
 @functions_framework.cloud_event
 def respond(event: CloudEvent) -> None:
     """Return = ack. Raise = nack: Pub/Sub redelivers (only for what a retry can fix). The status
-    subscription brings Meta's confirmations of sent parts (common/bus/confirmation.py)."""
+    subscription brings Meta's word that a part went out (common/bus/part_sent.py)."""
     try:
-        confirmation = confirmation_from_event(event.data)
-        if confirmation is not None:
-            return _confirm(confirmation)
+        part = part_sent_from_event(event.data)
+        if part is not None:
+            return _record(part)
         envelope = envelope_from_event(event.data)
     except BadEvent as exc:
         log.error("dropped an undecodable event", reason=str(exc), event_id=event.get("id"))
@@ -65,9 +65,9 @@ def respond(event: CloudEvent) -> None:
         raise InternalServerError() from None
 
 
-def _confirm(confirmation: Confirmation) -> None:
+def _record(part: PartSent) -> None:
     try:
-        responder().confirm(confirmation)
+        responder().part_sent(part)
     except Exception as exc:  # Firestore: the status is pushed again
-        log.warning("confirmation not recorded: will be redelivered", **log.failure(exc))
+        log.warning("part's status not recorded: will be redelivered", **log.failure(exc))
         raise InternalServerError() from None

@@ -6,8 +6,8 @@ and the retry sends from the first part not yet sent; a token or permission erro
 acknowledged (a redelivery could not do better). Firestore: 1 fenced write after each part but
 the last (the claim's `partsSent`), so a retry never sends a part twice. Each part is sent within
 what the claim's lease lets the attempt do, and carries callback data that Meta's statuses bring
-back (common/store/confirmations.py): a takeover skips a part the attempt before it had accepted
-but could not record, once Meta confirmed it.
+back (common/store/sent_parts.py): a takeover skips a part the attempt before it had accepted
+but could not record, once Meta said it took it.
 """
 
 from __future__ import annotations
@@ -83,16 +83,14 @@ class Send:
             return
         parts = capped(self.voice.parts(envelope, reply, draft.conversation), self.guard.cap)
         start = 0 if draft.from_start else claim.parts_sent
-        if not draft.from_start:  # a part the attempt before may have had accepted: confirmed?
+        if not draft.from_start:  # a part the attempt before may have had accepted: taken?
             start = self.claims.resume_at(envelope.message_id, claim, start, len(parts))
         fields = {"message_id": envelope.message_id}
         quoted = start > 0
         for index in range(start, len(parts)):
             timeout = left(draft.deadline, claim)  # the part is over before the lease could end
-            quote, callback = (
-                None if quoted else envelope.message_id,
-                self.claims.callback(envelope.message_id, index),
-            )
+            quote = None if quoted else envelope.message_id
+            callback = self.claims.callback(envelope.message_id, index)
             claim.sending = index
             try:
                 if parts[index].kind == "voice":
@@ -126,8 +124,9 @@ class Send:
         """The question of a `confirm: true` action, with its yes and no buttons, as one message."""
         envelope, claim = draft.turn.envelope, draft.owned
         fields = {"message_id": envelope.message_id}
-        if claim.parts_sent and not draft.from_start:
-            return  # an earlier attempt sent it
+        if not draft.from_start and self.claims.resume_at(envelope.message_id, claim, claim.parts_sent, 1):
+            return  # an earlier attempt sent it (recorded, or Meta said it took it)
+        claim.sending = 0
         try:
             self.graph.send_buttons(
                 envelope.phone_number_id,
@@ -135,12 +134,15 @@ class Send:
                 question,
                 buttons,
                 reply_to=envelope.message_id,
-                timeout=left(draft.deadline),
+                timeout=left(draft.deadline, claim),
+                callback=self.claims.callback(envelope.message_id, 0),
             )
         except GraphError as exc:
+            if exc.status:  # Meta answered, with an error: not accepted
+                claim.sending = None
             _failed(draft, exc, fields, 0)
             return
-        claim.parts_sent = 1
+        claim.parts_sent, claim.sending = 1, None
         log.info("question sent", **fields)
 
 

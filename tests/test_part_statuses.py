@@ -2,10 +2,10 @@
 
 Each part goes out with callback data; the loopback Graph API reports every accepted message to
 the real webhook as Meta does (`sent`, then `delivered`, signed), the webhook publishes our
-parts' confirmations to the status topic (no ordering key), and its push subscription on the
+parts' statuses to the status topic (no ordering key), and its push subscription on the
 Pub/Sub emulator hands them to the responder, which records them. `doomed` dies (SIGKILL) right
 after Meta accepted a part, before its progress was written; the redelivery to `responder`
-takes over and sends only what Meta did not confirm.
+takes over and sends only what Meta did not report taken.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from local.topics import wire_push
 from tests.conftest import APP_SECRET, PROJECT, stand_in_env
 from tests.support.delivery import deliver, killer, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI
+from tests.support.tool_model import calling
 from tests.support.wait import wait_for
 
 SENDER = "15550008888"
@@ -88,8 +90,8 @@ def bodies(graph: FakeGraph) -> list[str]:
     return [s["text"]["body"] for s in graph.sent()]
 
 
-def confirmed(db: firestore.Client, item: Envelope) -> list[int]:
-    found = db.collection("confirmations").document(doc_id(item.message_id)).get().to_dict() or {}
+def recorded(db: firestore.Client, item: Envelope) -> list[int]:
+    found = db.collection("sent").document(doc_id(item.message_id)).get().to_dict() or {}
     return sorted(found.get("parts", []))
 
 
@@ -110,7 +112,7 @@ def test_a_crash_right_after_meta_accepted_the_only_part_sends_it_once(
     assert deliver(doomed, item) == 0
     [accepted] = bodies(graph)
     assert claim_of(db, item)["state"] == "working"  # the crash came before `done`
-    assert wait_for(lambda: confirmed(db, item) == [0], timeout=20)  # Meta's status, recorded
+    assert wait_for(lambda: recorded(db, item) == [0], timeout=20)  # Meta's status, recorded
     assert redeliver_until_answered(responder, item)[-1] == 200
     assert bodies(graph) == [accepted]  # not sent again
     assert claim_of(db, item)["state"] == "done"
@@ -139,7 +141,7 @@ def test_a_crash_right_after_meta_accepted_part_two_of_three_sends_only_part_thr
     assert deliver(doomed, item) == 0
     assert bodies(graph) == parts[:2]
     assert claim_of(db, item)["partsSent"] == 1
-    assert wait_for(lambda: confirmed(db, item) == [0, 1], timeout=20)
+    assert wait_for(lambda: recorded(db, item) == [0, 1], timeout=20)
     assert redeliver_until_answered(responder, item)[-1] == 200
     assert bodies(graph) == parts  # part 3 only was sent by the takeover
     assert [m["biz_opaque_callback_data"][-2:] for m in graph.messages()] == [":0", ":1", ":2"]
@@ -165,8 +167,8 @@ def test_a_send_that_timed_out_after_meta_took_it_is_not_sent_again_once_its_lat
     finally:
         graph.report_statuses(statuses.url, APP_SECRET)
     assert bodies(graph) == [accepted]
-    assert confirmed(db, item) == [0]
-    assert waited < 5 + 3  # CONFIRM_WAIT_SECONDS, and the turn
+    assert recorded(db, item) == [0]
+    assert waited < 5 + 3  # STATUS_WAIT_SECONDS, and the turn
 
 
 def test_without_a_status_a_part_whose_fate_is_unknown_is_sent_again_after_the_wait(
@@ -183,5 +185,45 @@ def test_without_a_status_a_part_whose_fate_is_unknown_is_sent_again_after_the_w
     finally:
         graph.report_statuses(statuses.url, APP_SECRET)
     assert len(bodies(graph)) == 2  # the documented resend: nothing said the first one went out
-    assert confirmed(db, item) == []
+    assert recorded(db, item) == []
     assert 3 <= waited < 5 + 3  # the bounded wait (within half of the 8 s attempt), from the release
+
+
+BOOKING = """
+actions:
+  - name: book_table
+    description: Book a table.
+    url: ${SHOP_URL}/bookings
+    parameters:
+      type: object
+      properties: {date: {type: string}, people: {type: integer}}
+      required: [date, people]
+    confirm: true
+    confirm_text: "Book a table for {people} on {date}?"
+"""
+
+
+def test_a_crash_right_after_meta_accepted_an_actions_question_does_not_ask_it_again(
+    db: firestore.Client,
+    statuses: FunctionProcess,
+    env: dict[str, str],
+    graph: FakeGraph,
+    model: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """A `confirm: true` action's question (one message with its buttons) is a part like any other."""
+    (tmp_path / "actions.yaml").write_text(BOOKING)
+    with_actions = {**env, "ACTIONS_FILE": str(tmp_path / "actions.yaml"), "SHOP_URL": "http://127.0.0.1:9"}
+    doomed, taker = serve("responder", with_actions), serve("responder", with_actions)
+    try:
+        model.answer = lambda messages: calling(("book_table", {"date": "2026-05-01", "people": 2}))
+        is_question = lambda r: r.path.endswith("/messages") and r.json().get("type") == "interactive"  # noqa: E731
+        graph.on(is_question, killer(doomed), after_answer=True)
+        item = envelope("a table for 2 on 1 May")
+        assert deliver(doomed, item) == 0
+        assert wait_for(lambda: recorded(db, item) == [0], timeout=20)
+        assert redeliver_until_answered(taker, item)[-1] == 200
+    finally:
+        doomed.stop()
+        taker.stop()
+    assert [m["type"] for m in graph.messages()] == ["interactive"]  # asked once
