@@ -67,9 +67,11 @@ configure() {
     die "NAME_PREFIX must be 1..13 lowercase letters, digits or '-', starting with a letter (got '$PREFIX')"
   TOPIC_AUDIO=${TOPIC_AUDIO:-whatsapp-audio}
   TOPIC_TEXT=${TOPIC_TEXT:-whatsapp-text}
+  TOPIC_STATUS=${TOPIC_STATUS:-whatsapp-status}
   DLQ_TOPIC=${TOPIC_DEAD_LETTER:-$PREFIX-dead-letter}
   DLQ_SUBSCRIPTION=$DLQ_TOPIC-inspect
   APOLOGY_SUBSCRIPTION=$PREFIX-dead-letter-apology
+  STATUS_SUBSCRIPTION=$PREFIX-status-push
   MAX_DELIVERY_ATTEMPTS=${MAX_DELIVERY_ATTEMPTS:-5}
   FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
   if ! [[ $MAX_DELIVERY_ATTEMPTS =~ ^[0-9]+$ ]] || ((MAX_DELIVERY_ATTEMPTS < 5 || MAX_DELIVERY_ATTEMPTS > 100)); then
@@ -84,19 +86,28 @@ configure() {
   export CLOUDSDK_CORE_DISABLE_PROMPTS=1
 }
 
-# The responder's attempt deadline is its function timeout; a claim must outlive an attempt by a
-# margin, or a redelivery takes over a claim whose first attempt is still working (two replies).
+# The responder's attempt deadline is its function timeout. Its claim's lease is short and renewed
+# while it works (common/store/lease.py): a living attempt keeps it through one failed renewal when
+# CLAIM_LEASE_SECONDS >= 2 x CLAIM_RENEW_SECONDS + CLAIM_LEASE_MARGIN_SECONDS (unset, both are a
+# quarter of the lease); otherwise a redelivery could take over a claim still being worked on.
 configure_attempt() {
-  local timeout
+  local timeout name lease renew margin
   timeout=$(timeout_seconds responder)
   ATTEMPT_TIMEOUT_SECONDS=${ATTEMPT_TIMEOUT_SECONDS:-$timeout}
-  CLAIM_LEASE_SECONDS=${CLAIM_LEASE_SECONDS:-180}
+  CLAIM_LEASE_SECONDS=${CLAIM_LEASE_SECONDS:-20}
   if ! [[ $ATTEMPT_TIMEOUT_SECONDS =~ ^[0-9]+$ ]] || ((ATTEMPT_TIMEOUT_SECONDS > timeout)); then
     die "ATTEMPT_TIMEOUT_SECONDS=$ATTEMPT_TIMEOUT_SECONDS must be whole seconds within the responder's timeout ($timeout s); leave it unset to use the timeout"
   fi
-  [[ $CLAIM_LEASE_SECONDS =~ ^[0-9]+$ ]] || die "CLAIM_LEASE_SECONDS must be whole seconds, got $CLAIM_LEASE_SECONDS"
-  ((CLAIM_LEASE_SECONDS >= ATTEMPT_TIMEOUT_SECONDS + 30)) ||
-    die "CLAIM_LEASE_SECONDS=$CLAIM_LEASE_SECONDS is shorter than ATTEMPT_TIMEOUT_SECONDS=$ATTEMPT_TIMEOUT_SECONDS + 30: a redelivery could take over a claim whose attempt is still running. Raise CLAIM_LEASE_SECONDS to at least $((ATTEMPT_TIMEOUT_SECONDS + 30)) or lower RESPONDER_TIMEOUT."
+  for name in CLAIM_LEASE_SECONDS CLAIM_RENEW_SECONDS CLAIM_LEASE_MARGIN_SECONDS; do
+    [[ ${!name:-0} =~ ^[0-9]+$ ]] || die "$name must be whole seconds, got ${!name}"
+  done
+  lease=$((CLAIM_LEASE_SECONDS * 4)) # in quarter seconds: the defaults are a quarter of the lease
+  renew=$((${CLAIM_RENEW_SECONDS:-0} * 4)) margin=$((${CLAIM_LEASE_MARGIN_SECONDS:-0} * 4))
+  [ -n "${CLAIM_RENEW_SECONDS:-}" ] || renew=$CLAIM_LEASE_SECONDS
+  [ -n "${CLAIM_LEASE_MARGIN_SECONDS:-}" ] || margin=$CLAIM_LEASE_SECONDS
+  if ((renew == 0 || lease < 2 * renew + margin)); then
+    die "CLAIM_LEASE_SECONDS=$CLAIM_LEASE_SECONDS must be at least 2 x CLAIM_RENEW_SECONDS + CLAIM_LEASE_MARGIN_SECONDS (unset, each is a quarter of the lease), with renewals: a living attempt could lose its claim to a redelivery. Raise CLAIM_LEASE_SECONDS or renew more often."
+  fi
   export ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS
 }
 
@@ -145,7 +156,8 @@ env_vars() {
       VOICE_REPLY VOICE_REPLY_MAX_CHARS VOICE_REPLY_BITRATE TTS_MODEL TTS_VOICE TTS_INSTRUCTIONS TTS_TIMEOUT_SECONDS VOICE_ON_TEXT VOICE_OFF_TEXT
       OPENAI_TIMEOUT_SECONDS OPENAI_MAX_RETRIES SYSTEM_PROMPT VOICE_PROMPT VOICE_MODE HELP_TEXT
       RESET_TEXT UNSUPPORTED_TEXT VOICE_FAILED_TEXT MODEL_ERROR_TEXT HISTORY_MAX_CHARS
-      HISTORY_MAX_TURNS HISTORY_TTL_DAYS ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS CLAIM_TTL_DAYS
+      HISTORY_MAX_TURNS HISTORY_TTL_DAYS ATTEMPT_TIMEOUT_SECONDS CLAIM_LEASE_SECONDS CLAIM_RENEW_SECONDS
+      CLAIM_LEASE_MARGIN_SECONDS STATUS_WAIT_SECONDS CLAIM_TTL_DAYS
       OPENAI_MAX_TOKENS
       MAX_ACTION_CALLS ACTION_TIMEOUT_SECONDS ACTION_TRIES ACTION_MAX_RESULT_BYTES ACTION_RESULT_TTL_DAYS
       CONFIRM_MINUTES CONFIRM_YES_TEXT CONFIRM_NO_TEXT HANDOFF_TEXT HANDOFF_COOLDOWN_MINUTES
@@ -299,8 +311,8 @@ ensure_secret() {
 
 ensure_messaging() {
   local topic
-  step "Pub/Sub topics and the dead-letter topic"
-  for topic in "$TOPIC_AUDIO" "$TOPIC_TEXT" "$DLQ_TOPIC"; do
+  step "Pub/Sub topics, the status topic and the dead-letter topic"
+  for topic in "$TOPIC_AUDIO" "$TOPIC_TEXT" "$TOPIC_STATUS" "$DLQ_TOPIC"; do
     exists pubsub topics describe "$topic" || mutate pubsub topics create "$topic"
   done
   # Dead letters are kept for inspection; never-expiring, since it may sit idle for months.
@@ -340,7 +352,7 @@ ensure_firestore() {
     *) die "the (default) Firestore database is in $type; the responder needs native mode (use another project)" ;;
   esac
   # Old claims and idle conversations expire by themselves (the code sets expireAt).
-  for collection in claims conversations; do
+  for collection in claims sent conversations; do
     ttls=$(query firestore fields ttls list --collection-group="$collection" --format='value(name)') || ttls=
     if [[ $ttls == */fields/expireAt* ]]; then
       say "   TTL on $collection.expireAt: already set"
@@ -381,8 +393,10 @@ ensure_identity() {
     grant roles/secretmanager.secretAccessor "$member" "$(secret_name "$var")" secrets
   done
   case $name in
-    webhook) # every message enters by the transcriber's topic (order per user across types)
-      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics ;;
+    webhook) # every message enters by the transcriber's topic (order per user across types); Meta's
+      # statuses of our sent parts go to the responder by the status topic
+      grant roles/pubsub.publisher "$member" "$TOPIC_AUDIO" pubsub topics
+      grant roles/pubsub.publisher "$member" "$TOPIC_STATUS" pubsub topics ;;
     transcriber) grant roles/pubsub.publisher "$member" "$TOPIC_TEXT" pubsub topics ;;
   esac
   # Firestore for every function that ships the store (the responder; the transcriber reads the
@@ -478,6 +492,7 @@ write_env_file() {
   fi
   [ "$name" != webhook ] || yaml_entry TOPIC_AUDIO "$TOPIC_AUDIO"
   [ "$name" != responder ] || [ -z "${ACTIONS_FILE:-}" ] || yaml_entry ACTIONS_FILE actions.yaml # staged beside main.py
+  [ "$name" != webhook ] || yaml_entry TOPIC_STATUS "$TOPIC_STATUS"
   for var in $(env_vars "$name"); do
     [ -n "${!var:-}" ] || continue
     case " $SECRET_VARS $(action_secrets) " in *" $var "*) continue ;; esac # secrets only ever via --set-secrets
@@ -543,20 +558,21 @@ SUBSCRIPTION_FIELDS="topic,pushConfig.pushEndpoint,pushConfig.oidcToken.serviceA
 SUBSCRIPTION_FIELDS+=",deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts"
 SUBSCRIPTION_FIELDS+=",retryPolicy.minimumBackoff,retryPolicy.maximumBackoff,messageRetentionDuration"
 SUBSCRIPTION_FIELDS+=",expirationPolicy.ttl,enableMessageOrdering"
-MIN_RETRY_DELAY=10s MAX_RETRY_DELAY=600s RETENTION=7d RETENTION_SECONDS=604800s
+MIN_RETRY_DELAY=10s MAX_RETRY_DELAY=600s RETENTION=7d
+STATUS_SUBSCRIPTION_RETENTION=10m # Pub/Sub's least: a part's status that late helps nobody
 
-# ensure_subscription NAME TOPIC URL PUSH_ACCOUNT ACK DLQ ORDERED: describe, then create with every
-# setting at once or converge what `update` can change. URL "" = no push yet (messages wait).
-# DLQ "" = no dead-letter policy. What cannot change (topic, ordering) is reported in RECREATE.
+# ensure_subscription NAME TOPIC URL PUSH_ACCOUNT ACK DLQ ORDERED [RETENTION]: describe, then create
+# with every setting at once or converge what `update` can change. URL "" = no push yet (messages
+# wait). DLQ "" = no dead-letter policy. What cannot change (topic, ordering) is reported in RECREATE.
 ensure_subscription() {
-  local sub=$1 topic=$2 url=$3 account=$4 ack=$5 dlq=$6 ordered=$7 have want settings=()
+  local sub=$1 topic=$2 url=$3 account=$4 ack=$5 dlq=$6 ordered=$7 retention=${8:-$RETENTION} have want settings=()
   settings=(--ack-deadline="$ack" --min-retry-delay="$MIN_RETRY_DELAY" --max-retry-delay="$MAX_RETRY_DELAY"
-    --message-retention-duration="$RETENTION" --expiration-period=never)
+    --message-retention-duration="$retention" --expiration-period=never)
   [ -z "$url" ] || settings+=(--push-endpoint="$url" --push-auth-service-account="$account")
   [ -z "$dlq" ] || settings+=(--dead-letter-topic="$dlq" --max-delivery-attempts="$MAX_DELIVERY_ATTEMPTS")
   want="projects/$PROJECT/topics/$topic"$'\t'"$url"$'\t'"${url:+$account}"$'\t'"$ack"
   want+=$'\t'"${dlq:+projects/$PROJECT/topics/$dlq}"$'\t'"${dlq:+$MAX_DELIVERY_ATTEMPTS}"
-  want+=$'\t'"$MIN_RETRY_DELAY"$'\t'"$MAX_RETRY_DELAY"$'\t'"$RETENTION_SECONDS"$'\t'$'\t'"${ordered:+True}"
+  want+=$'\t'"$MIN_RETRY_DELAY"$'\t'"$MAX_RETRY_DELAY"$'\t'"$(duration_seconds "$retention")s"$'\t'$'\t'"${ordered:+True}"
   if ! exists pubsub subscriptions describe "$sub"; then
     mutate pubsub subscriptions create "$sub" --topic="$topic" "${settings[@]}" ${ordered:+--enable-message-ordering}
     return 0
@@ -674,6 +690,22 @@ ensure_dead_letter_route() {
     "$(invoker_account responder)" "$(ack_deadline responder)" "" ""
 }
 
+# Meta's sent/delivered statuses of our reply parts (their callback data, common/bus/part_sent.py)
+# reach the responder on a subscription of their own: no ordering (a status must not wait
+# behind the user's messages), no dead-letter topic (a status that cannot be recorded is retried
+# while it is kept, 10 minutes, then it no longer matters). As the responder's push identity.
+ensure_status_route() {
+  step "responder: Meta's statuses of sent parts ($STATUS_SUBSCRIPTION)"
+  ensure_subscription "$STATUS_SUBSCRIPTION" "$TOPIC_STATUS" "$(function_url responder)" \
+    "$(invoker_account responder)" "$(ack_deadline responder)" "" "" "$STATUS_SUBSCRIPTION_RETENTION"
+}
+
+# duration_seconds 7d|10m|…: what describe shows for a retention (seconds).
+duration_seconds() {
+  local number=${1%[smhd]}
+  case $1 in *d) say $((number * 86400)) ;; *h) say $((number * 3600)) ;; *m) say $((number * 60)) ;; *) say "$number" ;; esac
+}
+
 print_next_steps() {
   local url
   step "Done"
@@ -735,7 +767,10 @@ deploy() {
   for name in $(downstream_first); do
     ensure_identity "$name"
     if [ "$name" = webhook ]; then deploy_function webhook; else deploy_pushed "$name"; fi
-    [ "$name" != responder ] || ensure_dead_letter_route
+    if [ "$name" = responder ]; then
+      ensure_dead_letter_route
+      ensure_status_route
+    fi
   done
   print_next_steps
   [ -z "$RECREATE" ] || die "deployed, but a setting could not be changed in place:$RECREATE"
@@ -756,8 +791,10 @@ destroy() {
     fn="$PREFIX-$name" sa=$(service_account "$name")
     step "$name: delete"
     # What pushes to the function goes first: it names the function and the push identity.
-    if [ "$name" = responder ] && exists pubsub subscriptions describe "$APOLOGY_SUBSCRIPTION"; then
-      mutate pubsub subscriptions delete "$APOLOGY_SUBSCRIPTION" --quiet
+    if [ "$name" = responder ]; then
+      for sub in "$APOLOGY_SUBSCRIPTION" "$STATUS_SUBSCRIPTION"; do
+        if exists pubsub subscriptions describe "$sub"; then mutate pubsub subscriptions delete "$sub" --quiet; fi
+      done
     fi
     if [ "$name" != webhook ]; then
       sub=$(push_subscription "$name")
@@ -782,7 +819,7 @@ destroy() {
   if exists pubsub subscriptions describe "$DLQ_SUBSCRIPTION"; then
     mutate pubsub subscriptions delete "$DLQ_SUBSCRIPTION" --quiet
   fi
-  for name in "$TOPIC_AUDIO" "$TOPIC_TEXT" "$DLQ_TOPIC"; do
+  for name in "$TOPIC_AUDIO" "$TOPIC_TEXT" "$TOPIC_STATUS" "$DLQ_TOPIC"; do
     if exists pubsub topics describe "$name"; then mutate pubsub topics delete "$name" --quiet; fi
   done
   for var in $SECRET_VARS $(action_secrets); do

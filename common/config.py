@@ -7,6 +7,7 @@ import os
 DEFAULTS = {
     "TOPIC_AUDIO": "whatsapp-audio",
     "TOPIC_TEXT": "whatsapp-text",
+    "TOPIC_STATUS": "whatsapp-status",
     "PUBLISH_TIMEOUT_SECONDS": "10",
     "MAX_BODY_BYTES": str(3 * 1024 * 1024),
     "WHATSAPP_API_BASE": "https://graph.facebook.com",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.store.lease import DEFAULT_SECONDS, BadLease, Lease
 from local import emulators as emu
 from local.topics import DeadLetters
 
@@ -36,6 +37,7 @@ LOCAL_DEFAULTS = {
     "TRANSCRIBE_BACKEND": "sphinx",
     "TOPIC_AUDIO": "whatsapp-audio",
     "TOPIC_TEXT": "whatsapp-text",
+    "TOPIC_STATUS": "whatsapp-status",
 }
 REAL_WHATSAPP = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")  # no local stand-ins then
 OFFLINE_MODEL = "offline-stand-in"
@@ -44,9 +46,9 @@ EXAMPLE_ACTIONS = Path(__file__).resolve().parent.parent / "examples" / "actions
 EXAMPLE_BUSINESS_TOKEN = "local-business-token"  # noqa: S105 - local/example_business.py's stand-in
 EXAMPLE_KNOWLEDGE = Path(__file__).resolve().parent.parent / "examples" / "harbour-bikes" / "knowledge"
 FUNCTIONS = ("transcriber", "responder", "webhook")  # started in this order, each on <NAME>_PORT
-# The contract with the responder and deploy.sh: a claim's lease outlives one attempt by a margin.
-LEASE_DEFAULTS = {"ATTEMPT_TIMEOUT_SECONDS": 120, "CLAIM_LEASE_SECONDS": 180}
-LEASE_MARGIN_SECONDS = 30
+# The contract with the responder and deploy.sh (common/store/lease.py): unset, renewals and the
+# margin are a quarter of the lease.
+LEASE_SETTINGS = ("CLAIM_LEASE_SECONDS", "CLAIM_RENEW_SECONDS", "CLAIM_LEASE_MARGIN_SECONDS")
 
 
 class DevError(RuntimeError):
@@ -78,20 +80,19 @@ def environment(environ: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[s
 
 
 def check_lease(settings: Mapping[str, str]) -> None:
-    """Refuse a claim lease that one responder attempt could outlive (a redelivery would answer twice)."""
-    values = {}
-    for name, default in LEASE_DEFAULTS.items():
-        raw = settings.get(name, str(default))
+    """Refuse a claim lease a living attempt could lose (a redelivery would answer twice)."""
+    values: dict[str, float | None] = {}
+    for name in LEASE_SETTINGS:
+        raw = settings.get(name)
         try:
-            values[name] = float(raw)
+            values[name] = None if raw is None else float(raw)
         except ValueError:
             raise DevError(f"{name} must be a number of seconds, not {raw!r}") from None
-    lease, attempt = values["CLAIM_LEASE_SECONDS"], values["ATTEMPT_TIMEOUT_SECONDS"]
-    if lease < attempt + LEASE_MARGIN_SECONDS:
-        raise DevError(
-            f"CLAIM_LEASE_SECONDS ({lease:g}) must be at least ATTEMPT_TIMEOUT_SECONDS ({attempt:g}) "
-            f"+ {LEASE_MARGIN_SECONDS}: raise CLAIM_LEASE_SECONDS or lower ATTEMPT_TIMEOUT_SECONDS"
-        )
+    seconds, renew, margin = (values[name] for name in LEASE_SETTINGS)
+    try:
+        Lease.of(DEFAULT_SECONDS if seconds is None else seconds, renew, margin)
+    except BadLease as exc:
+        raise DevError(f"{exc}: raise CLAIM_LEASE_SECONDS or renew more often") from None
 
 
 @dataclass
@@ -170,6 +171,9 @@ class Plan:
             },
             "ack_deadline": round(float(settings.get("ATTEMPT_TIMEOUT_SECONDS", "120"))),
             "dead_letters": DeadLetters(dead_letter_topic, self.url("RESPONDER_PORT"), int(attempts)),
+            "unordered": {
+                settings["TOPIC_STATUS"]: self.url("RESPONDER_PORT")
+            },  # Meta's statuses of our parts
         }
 
     def function_env(self, emulators: emu.Emulators) -> dict[str, str]:

@@ -8,7 +8,9 @@ subscription for inspection. The emulator, unlike Google's Pub/Sub, never dead-l
 of an ordered push subscription: after the last attempt it just stops pushing it (locally the
 apology route is reached only from an unordered one; see tests/test_ordering.py). Without
 `dead_letters` (most tests): ordering and the ack deadline only, so that a nacked message comes
-back at once.
+back at once. `unordered` topics (Meta's statuses of our sent parts, TOPIC_STATUS) get a push
+subscription with no ordering and no dead-letter topic, kept 10 minutes with `dead_letters`, as
+deploy.sh makes it: a status waits behind nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from local import emulators as emu
 
 MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 10, 600  # deploy.sh's --min-retry-delay / --max-retry-delay
 RETENTION_SECONDS = 7 * 24 * 3600  # --message-retention-duration=7d
+STATUS_RETENTION_SECONDS = 600  # the status subscription's: a status that late helps nobody
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,14 @@ class DeadLetters:
 
 
 def subscriptions(
-    project: str, routes: Mapping[str, str], ack_deadline: int, dead_letters: DeadLetters | None
+    project: str,
+    routes: Mapping[str, str],
+    ack_deadline: int,
+    dead_letters: DeadLetters | None,
+    unordered: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The create_subscription requests, in order: one push subscription per topic, then dead letters."""
+    """The create_subscription requests, in order: one push subscription per topic (ordered
+    `routes`, then `unordered`), then dead letters."""
     from google.protobuf.duration_pb2 import Duration
 
     def topic_path(topic: str) -> str:
@@ -71,6 +79,16 @@ def subscriptions(
             }
             request |= retry
         found.append(request)
+    for topic, endpoint in (unordered or {}).items():
+        request = {
+            **base,
+            "name": path(f"{topic}-push"),
+            "topic": topic_path(topic),
+            "push_config": {"push_endpoint": endpoint},
+        }
+        if dead_letters is not None:
+            request |= retry | {"message_retention_duration": Duration(seconds=STATUS_RETENTION_SECONDS)}
+        found.append(request)
     if dead_letters is not None:
         where = topic_path(dead_letters.topic)
         found.append(  # no dead-letter policy of its own, so nothing loops
@@ -92,17 +110,19 @@ def wire_push(
     routes: Mapping[str, str],
     ack_deadline: int = 60,
     dead_letters: DeadLetters | None = None,
+    unordered: Mapping[str, str] | None = None,
 ) -> None:
-    """Create every topic, then every subscription (topic -> push endpoint URL in `routes`)."""
+    """Create every topic, then every subscription (topic -> push endpoint URL in `routes` and
+    `unordered`)."""
     from google.cloud import pubsub_v1
 
-    topics = [*routes, *([dead_letters.topic] if dead_letters else [])]
+    topics = [*routes, *(unordered or {}), *([dead_letters.topic] if dead_letters else [])]
     with emu.pubsub_host(address):
         publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     try:
         for topic in topics:
             publisher.create_topic(request={"name": publisher.topic_path(project, topic)})
-        for request in subscriptions(project, routes, ack_deadline, dead_letters):
+        for request in subscriptions(project, routes, ack_deadline, dead_letters, unordered):
             subscriber.create_subscription(request=request)
     except Exception as exc:
         raise emu.EmulatorError(f"could not create the topics and push subscriptions: {exc}") from exc

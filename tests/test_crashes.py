@@ -35,8 +35,9 @@ from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.wait import wait_for
 
 SENDER = "15550006666"
-# An attempt may work 4 s, a claim's lease is 5 s: the rule lease >= attempt + margin holds with
-# CLAIM_LEASE_MARGIN_SECONDS=1 (30 in production) so that a lease runs out within a test.
+# An attempt may work 4 s, a claim's lease is 5 s (renewed every 1.25 s while the attempt works,
+# which stops storing and sending 1 s before it could end) so that a dead attempt's lease runs out
+# within a test, and no redelivery waits for it (the attempt is shorter than two leases).
 LEASE_SECONDS = 5
 TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "4", "CLAIM_LEASE_SECONDS": "5", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
 DEAD_LETTER = {DEAD_LETTER_ATTRIBUTE: "projects/p/subscriptions/whatsapp-text", "type": "text"}

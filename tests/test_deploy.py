@@ -29,6 +29,7 @@ from tests.support.deploy_cloud import (
     RESPONDER_URL,
     SECRET_NAMES,
     SECRETS,
+    STATUS,
     FakeCloud,
     Run,
     env_file_values,
@@ -123,10 +124,16 @@ def test_functions_get_their_plain_settings_in_an_env_file(deployed: TwoRuns) ->
 
 def test_creates_topics_dead_letters_secrets_accounts_and_firestore(deployed: TwoRuns) -> None:
     cloud = deployed.cloud
-    assert cloud.names("pubsub topics") == {"whatsapp-audio", "whatsapp-text", "whatsbot-dead-letter"}
+    assert cloud.names("pubsub topics") == {
+        "whatsapp-audio",
+        "whatsapp-text",
+        "whatsapp-status",
+        "whatsbot-dead-letter",
+    }
     assert cloud.names("pubsub subscriptions") == {
         "whatsbot-dead-letter-inspect",
         APOLOGY,
+        STATUS,
         "whatsbot-transcriber-push",
         "whatsbot-responder-push",
     }
@@ -138,7 +145,11 @@ def test_creates_topics_dead_letters_secrets_accounts_and_firestore(deployed: Tw
         invoker(name) for name in PUSHED
     }
     assert cloud.state()["firestore databases"]["(default)"]["type"] == "FIRESTORE_NATIVE"
-    assert cloud.state()["ttl"] == {"claims": "expireAt", "conversations": "expireAt"}
+    assert cloud.state()["ttl"] == {
+        "claims": "expireAt",
+        "sent": "expireAt",
+        "conversations": "expireAt",
+    }
     assert deployed.first.find("services", "enable")
 
 
@@ -190,6 +201,22 @@ def test_dead_letters_are_pushed_to_the_responder_with_its_identity(deployed: Tw
     created = words.index(["pubsub", "subscriptions", "create", APOLOGY])
     deployed_at = [w[:3] for w in words].index(["functions", "deploy", "whatsbot-responder"])
     assert deployed_at < created  # the push needs the responder's URL
+
+
+def test_meta_statuses_of_our_parts_reach_the_responder_unordered_and_never_dead_lettered(
+    deployed: TwoRuns,
+) -> None:
+    """A part's status must not wait behind the user's messages, and one that cannot be recorded
+    is worth nothing after minutes (Pub/Sub's least retention)."""
+    status = deployed.cloud.state()["pubsub subscriptions"][STATUS]["flags"]
+    assert status["topic"] == "whatsapp-status"
+    assert status["push-endpoint"] == RESPONDER_URL
+    assert status["push-auth-service-account"] == invoker("responder")
+    assert status["message-retention-duration"] == "10m"
+    assert not {"enable-message-ordering", "dead-letter-topic", "max-delivery-attempts"} & set(status)
+    webhook = env_file_values(deployed.first.deploys()["whatsbot-webhook"].env_vars_file)
+    assert webhook["TOPIC_STATUS"] == "whatsapp-status"
+    assert f"{STATUS}: unchanged" in deployed.second.stdout
 
 
 def test_a_second_run_leaves_the_apology_route_alone(deployed: TwoRuns) -> None:
@@ -274,6 +301,7 @@ def test_each_function_holds_only_what_it_uses(deployed: TwoRuns) -> None:
         ("secrets", "whatsbot-app-secret", accessor),
         ("secrets", "whatsbot-verify-token", accessor),
         ("pubsub topics", "whatsapp-audio", publisher),
+        ("pubsub topics", "whatsapp-status", publisher),  # Meta's statuses of our parts
     }
     assert grants[f"serviceAccount:{service_account('transcriber')}"] == {
         ("secrets", "whatsbot-whatsapp-token", accessor),
@@ -437,6 +465,7 @@ def test_destroy_yes_deletes_what_deploy_created(cloud: FakeCloud) -> None:
     assert {c.words[3] for c in run.find("pubsub", "subscriptions", "delete")} == {
         "whatsbot-dead-letter-inspect",
         APOLOGY,
+        STATUS,
         "whatsbot-transcriber-push",
         "whatsbot-responder-push",
     }
@@ -466,16 +495,17 @@ def test_destroy_only_one_function_keeps_the_shared_pieces(cloud: FakeCloud) -> 
     assert run.returncode == 0, run.stderr
     assert cloud.names("functions") == {"whatsbot-webhook", "whatsbot-responder"}
     assert not {service_account("transcriber"), invoker("transcriber")} & cloud.names("iam service-accounts")
-    assert len(cloud.names("pubsub topics")) == 3
+    assert len(cloud.names("pubsub topics")) == 4
     assert cloud.names("pubsub subscriptions") == {
         "whatsbot-dead-letter-inspect",
         APOLOGY,
+        STATUS,
         "whatsbot-responder-push",
     }
     assert len(cloud.names("secrets")) == 4
 
 
-def test_destroy_only_the_responder_removes_its_apology_route(cloud: FakeCloud) -> None:
+def test_destroy_only_the_responder_removes_its_apology_and_status_routes(cloud: FakeCloud) -> None:
     assert cloud.run().returncode == 0
     run = cloud.run("--destroy", "--yes", "--only", "responder")
     assert run.returncode == 0, run.stderr
@@ -483,7 +513,7 @@ def test_destroy_only_the_responder_removes_its_apology_route(cloud: FakeCloud) 
         "whatsbot-dead-letter-inspect",
         "whatsbot-transcriber-push",
     }
-    assert len(cloud.names("pubsub topics")) == 3
+    assert len(cloud.names("pubsub topics")) == 4
 
 
 def test_destroy_dry_run_lists_deletions_and_runs_nothing(cloud: FakeCloud) -> None:

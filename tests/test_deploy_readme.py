@@ -96,6 +96,8 @@ CONFIG_SPECIAL = {  # set by deploy.sh itself, or never sent to the cloud
 PROBES = {  # values deploy.sh checks; everything else gets a distinctive text
     "TRANSCRIBE_BACKEND": "openai",
     "CLAIM_LEASE_SECONDS": "999",
+    "CLAIM_RENEW_SECONDS": "3",
+    "CLAIM_LEASE_MARGIN_SECONDS": "2",
     "ATTEMPT_TIMEOUT_SECONDS": "100",
     "WHATSAPP_API_BASE": "https://graph.probe.example",
     "OPENAI_BASE_URL": "https://openai.probe.example/v1",

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from common.store.lease import BadLease, Lease
 from tests.support.deploy_cloud import (
     APOLOGY,
     FUNCTIONS,
@@ -202,35 +203,60 @@ def test_extra_env_vars_reach_every_function_but_never_a_secret(cloud: FakeCloud
 
 
 # ------------------------------------------------------------------------------ attempt and lease
-def test_the_responder_gets_its_attempt_deadline_and_a_lease_that_outlives_it(cloud: FakeCloud) -> None:
+def test_the_responder_gets_its_attempt_deadline_and_a_short_lease_that_does_not_grow_with_it(
+    cloud: FakeCloud,
+) -> None:
     run = cloud.run("--only", "responder")
     assert run.returncode == 0, run.stderr
     values = env_file_values(run.deploys()["whatsbot-responder"].env_vars_file)
-    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("120", "180")
-    longer = cloud.run("--only", "responder", RESPONDER_TIMEOUT="2m30s", CLAIM_LEASE_SECONDS="180")
+    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("120", "20")
+    assert not {"CLAIM_RENEW_SECONDS", "CLAIM_LEASE_MARGIN_SECONDS"} & set(values)  # a quarter of it
+    longer = cloud.run("--only", "responder", RESPONDER_TIMEOUT="5m", CLAIM_RENEW_SECONDS="3")
     assert longer.returncode == 0, longer.stderr
     values = env_file_values(longer.deploys()["whatsbot-responder"].env_vars_file)
-    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("150", "180")
+    assert (values["ATTEMPT_TIMEOUT_SECONDS"], values["CLAIM_LEASE_SECONDS"]) == ("300", "20")
+    assert values["CLAIM_RENEW_SECONDS"] == "3"
 
 
-@pytest.mark.parametrize(
-    ("settings", "attempt", "lease"),
-    [
-        ({"CLAIM_LEASE_SECONDS": "149"}, "120", "149"),
-        ({"RESPONDER_TIMEOUT": "5m"}, "300", "180"),
-        ({"RESPONDER_TIMEOUT": "3m", "CLAIM_LEASE_SECONDS": "200"}, "180", "200"),
-    ],
-)
-def test_a_lease_shorter_than_an_attempt_plus_30s_is_refused(
-    cloud: FakeCloud, settings: dict[str, str], attempt: str, lease: str
+LEASES = [
+    ({}, True),
+    ({"CLAIM_LEASE_SECONDS": "8"}, True),  # renewed every 2 s, stops 2 s before its end
+    ({"CLAIM_LEASE_SECONDS": "10", "CLAIM_RENEW_SECONDS": "4", "CLAIM_LEASE_MARGIN_SECONDS": "2"}, True),
+    ({"CLAIM_LEASE_SECONDS": "9", "CLAIM_RENEW_SECONDS": "4"}, False),  # 9 < 2 x 4 + 2.25
+    ({"CLAIM_LEASE_SECONDS": "20", "CLAIM_LEASE_MARGIN_SECONDS": "11"}, False),  # 20 < 2 x 5 + 11
+    ({"CLAIM_RENEW_SECONDS": "0"}, False),  # never renewed
+]
+
+
+@pytest.mark.parametrize(("settings", "allowed"), LEASES)
+def test_deploy_and_the_responder_refuse_the_same_leases(
+    cloud: FakeCloud, settings: dict[str, str], allowed: bool
 ) -> None:
-    for args in ((), ("--dry-run",)):
-        run = cloud.run(*args, **settings)
-        assert run.returncode != 0
-        assert f"CLAIM_LEASE_SECONDS={lease}" in run.stderr
-        assert f"ATTEMPT_TIMEOUT_SECONDS={attempt}" in run.stderr
+    """The rule lease >= 2 x renew + margin (common/store/lease.py), checked before any change."""
+    number = {k: float(v) for k, v in settings.items()}
+    try:
+        Lease.of(
+            number.get("CLAIM_LEASE_SECONDS", 20),
+            number.get("CLAIM_RENEW_SECONDS"),
+            number.get("CLAIM_LEASE_MARGIN_SECONDS"),
+        )
+        responder_allows = True
+    except BadLease:
+        responder_allows = False
+    assert responder_allows == allowed
+    run = cloud.run("--dry-run", "--only", "responder", **settings)
+    assert (run.returncode == 0) == allowed, run.stderr
+    if not allowed:
+        assert "CLAIM_LEASE_SECONDS=" in run.stderr and "2 x CLAIM_RENEW_SECONDS" in run.stderr
         assert run.calls == []
         assert "+ gcloud" not in run.stdout
+
+
+def test_a_lease_in_fractions_of_seconds_is_refused(cloud: FakeCloud) -> None:
+    run = cloud.run(CLAIM_LEASE_SECONDS="2.5")
+    assert run.returncode != 0
+    assert "CLAIM_LEASE_SECONDS must be whole seconds" in run.stderr
+    assert run.calls == []
 
 
 def test_an_attempt_deadline_beyond_the_timeout_is_refused(cloud: FakeCloud) -> None:

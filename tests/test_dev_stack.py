@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import requests
 
 from common import log
+from common.store.claims import doc_id
 from local import dev
 from local import emulators as emu
 from local.cli import send
@@ -317,6 +320,11 @@ def test_the_push_subscriptions_have_deploy_shape(stack: dev.Stack) -> None:
     )
     assert not apology.dead_letter_policy.dead_letter_topic  # nothing loops
     assert found["whatsbot-dead-letter-inspect"].topic == dead_letters
+    status = found["whatsapp-status-push"]  # Meta's statuses of sent parts: they wait behind nothing
+    assert status.topic == f"{project}/topics/whatsapp-status"
+    assert status.push_config.push_endpoint == stack.plan.url("RESPONDER_PORT")
+    assert not status.enable_message_ordering and not status.dead_letter_policy.dead_letter_topic
+    assert status.message_retention_duration == timedelta(minutes=10)
 
 
 def test_the_simulator_reports_sent_delivered_and_read_to_the_webhook(
@@ -344,6 +352,19 @@ def test_the_simulator_reports_sent_delivered_and_read_to_the_webhook(
     assert not [line for line in own if "wamid." in line or user in line]  # neither raw ids nor numbers
     state = requests.get(f"{stack.simulator_url}api/state", timeout=10).json()
     assert [m["status"] for m in state["messages"] if m["id"] == reply_id] == ["read"]
+    # The reply's callback data came back with its statuses: the responder recorded the part sent.
+    from google.cloud import firestore
+
+    claim_id = doc_id(answer["message"]["id"])
+    [callback] = [m["callback"] for m in state["messages"] if m["id"] == reply_id]
+    assert callback == f"wb1:{claim_id}:0"
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST": stack.emulators.firestore.address}):
+        db = firestore.Client(project=stack.plan.settings["GOOGLE_CLOUD_PROJECT"])
+    try:
+        sent = db.collection("sent").document(claim_id)
+        assert poll(lambda: (sent.get().to_dict() or {}).get("parts") == [0], 30, "the part recorded sent")
+    finally:
+        db.close()
 
 
 def test_the_simulator_retries_a_webhook_post_until_it_is_answered_200(stack: dev.Stack) -> None:

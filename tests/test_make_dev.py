@@ -170,21 +170,23 @@ def test_a_missing_prerequisite_is_one_clear_line() -> None:
     assert done.returncode != 0 and "java not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_make_dev_refuses_a_lease_that_one_attempt_could_outlive() -> None:
+def test_make_dev_refuses_a_lease_that_a_living_attempt_could_lose() -> None:
     env = {**os.environ, **ANY_PORT, "DOTENV": "/dev/null"}
-    env |= {"CLAIM_LEASE_SECONDS": "120", "ATTEMPT_TIMEOUT_SECONDS": "120"}
+    env |= {"CLAIM_LEASE_SECONDS": "9", "CLAIM_RENEW_SECONDS": "4"}
     done = subprocess.run(
         [sys.executable, "-m", "local.dev"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "make dev: CLAIM_LEASE_SECONDS (120) must be at least ATTEMPT_TIMEOUT_SECONDS (120) + 30: "
-        "raise CLAIM_LEASE_SECONDS or lower ATTEMPT_TIMEOUT_SECONDS"
+        "make dev: CLAIM_LEASE_SECONDS=9 must be at least 2 x CLAIM_RENEW_SECONDS (4) +"
+        " CLAIM_LEASE_MARGIN_SECONDS (2.25), with renewals more often than never and the margin not"
+        " negative: raise CLAIM_LEASE_SECONDS or renew more often"
     ]
-    assert dev.Plan.from_settings(ANY_PORT)  # the defaults: 180 >= 120 + 30
-    assert dev.Plan.from_settings({**ANY_PORT, "CLAIM_LEASE_SECONDS": "90", "ATTEMPT_TIMEOUT_SECONDS": "60"})
-    with pytest.raises(dev.DevError, match="ATTEMPT_TIMEOUT_SECONDS must be a number"):
-        dev.Plan.from_settings({**ANY_PORT, "ATTEMPT_TIMEOUT_SECONDS": "2m"})
+    assert dev.Plan.from_settings(ANY_PORT)  # the defaults: 20 >= 2 x 5 + 5
+    # An attempt may now run longer than the lease: the heartbeat keeps it.
+    assert dev.Plan.from_settings({**ANY_PORT, "CLAIM_LEASE_SECONDS": "8", "ATTEMPT_TIMEOUT_SECONDS": "300"})
+    with pytest.raises(dev.DevError, match="CLAIM_RENEW_SECONDS must be a number"):
+        dev.Plan.from_settings({**ANY_PORT, "CLAIM_RENEW_SECONDS": "2m"})
 
 
 def post_when_the_port_opens(port: int, body: bytes, headers: dict[str, str]) -> dict[str, Any]:

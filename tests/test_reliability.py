@@ -31,7 +31,7 @@ from tests.support.meta import fixture, signed_headers
 from tests.support.wait import wait_for
 
 SENDER = "15550007777"
-# The rule lease >= attempt + margin, with CLAIM_LEASE_MARGIN_SECONDS=1 (30 in production).
+# Short leases, so that a dead attempt's runs out within a test (20 s renewed every 5 s in production).
 TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "4", "CLAIM_LEASE_SECONDS": "5", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
 
 

@@ -28,8 +28,8 @@ from tests.support.delivery import deliver
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 
 BUSINESS = "106540352242922"
-# An attempt may work 5 s; its claim's lease is 6 s (the rule's margin is 30 s in production,
-# CLAIM_LEASE_MARGIN_SECONDS lowers it here so that a lease runs out within a test).
+# An attempt may work 5 s; its claim's lease is 6 s (20 s in production), so that a dead attempt's
+# lease runs out within a test.
 TIMING = {"ATTEMPT_TIMEOUT_SECONDS": "5", "CLAIM_LEASE_SECONDS": "6", "CLAIM_LEASE_MARGIN_SECONDS": "1"}
 DEAD_LETTER = {DEAD_LETTER_ATTRIBUTE: "projects/p/subscriptions/whatsapp-text", "type": "text"}
 
@@ -458,11 +458,11 @@ def test_history_max_chars_bounds_what_the_model_sees(
     assert turns[0]["role"] == "user"
 
 
-def test_a_lease_an_attempt_could_outlive_is_refused_at_start(
+def test_a_lease_a_living_attempt_could_lose_is_refused_at_start(
     emulators: emu.Emulators, graph: FakeGraph, model: FakeOpenAI
 ) -> None:
-    env = stand_in_env(emulators, graph, model, ATTEMPT_TIMEOUT_SECONDS="120", CLAIM_LEASE_SECONDS="140")
+    """One missed renewal must not cost a living attempt its claim: lease >= 2 x renew + margin."""
+    env = stand_in_env(emulators, graph, model, CLAIM_LEASE_SECONDS="10", CLAIM_RENEW_SECONDS="5")
     with pytest.raises(FunctionError) as refused:
         serve("responder", env).stop()
-    assert "CLAIM_LEASE_SECONDS=140" in str(refused.value)
-    assert "ATTEMPT_TIMEOUT_SECONDS=120 + 30" in str(refused.value)
+    assert "CLAIM_LEASE_SECONDS=10 must be at least 2 x CLAIM_RENEW_SECONDS (5)" in str(refused.value)

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 from common.meta.signature import sign
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
@@ -142,6 +143,59 @@ def test_statuses_reactions_system_and_errors_are_acknowledged_not_published(
     assert answer.json() == {"status": "ok", "published": 0}
     assert topics.nothing_on(TOPIC_AUDIO)
     assert topics.nothing_on(TOPIC_TEXT, wait=0)
+
+
+def statuses_post(*items: tuple[str, str | None]) -> bytes:
+    """One POST of statuses of the bot's own messages: (status, callback data or None) each."""
+    body = fixture("statuses/sent")
+    [template] = body["entry"][0]["changes"][0]["value"]["statuses"]
+    statuses = []
+    for status, callback in items:
+        item = {**template, "status": status}
+        if callback is not None:
+            item["biz_opaque_callback_data"] = callback
+        statuses.append(item)
+    body["entry"][0]["changes"][0]["value"]["statuses"] = statuses
+    return json.dumps(body).encode()
+
+
+def test_statuses_of_our_parts_go_to_the_status_topic_with_no_ordering_key(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    """Meta's sent/delivered of a part we sent, named by its callback data, reach the responder
+    without waiting behind the user's messages; nothing else of a status is published."""
+    topics.create("whatsapp-status")  # TOPIC_STATUS's default
+    claim = "ab" * 20
+    body = statuses_post(
+        ("sent", f"wb1:{claim}:0"),
+        ("delivered", f"wb1:{claim}:0"),
+        ("read", f"wb1:{claim}:0"),  # says nothing more
+        ("failed", f"wb1:{claim}:1"),  # not taken
+        ("sent", "campaign-42"),  # a template the business sent with callback data of its own
+        ("sent", None),
+    )
+    answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+    assert answer.json() == {"status": "ok", "published": 2}
+    received = topics.pull("whatsapp-status", expect=2)
+    assert [PartSent.from_bytes(r.data) for r in received] == [
+        PartSent(claim, 0, "sent"),
+        PartSent(claim, 0, "delivered"),
+    ]
+    assert {r.ordering_key for r in received} == {""}
+    assert {r.attributes["type"] for r in received} == {"part_sent"}
+    assert topics.nothing_on(TOPIC_AUDIO, wait=0) and topics.nothing_on(TOPIC_TEXT, wait=0)
+
+
+def test_a_part_status_that_cannot_be_published_does_not_fail_the_post(
+    webhook: FunctionProcess, topics: Topics
+) -> None:
+    """Best effort (no status topic here): a lost status only reopens the duplicate window."""
+    logged_before = len(webhook.log_text())
+    body = statuses_post(("sent", f"wb1:{'cd' * 20}:0"))
+    answer = requests.post(webhook.url, data=body, headers=signed_headers(body, APP_SECRET), timeout=30)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "published": 0}
+    assert "part statuses not queued" in webhook.log_text()[logged_before:]
 
 
 def test_a_malformed_item_does_not_drop_its_neighbours(webhook: FunctionProcess, topics: Topics) -> None:

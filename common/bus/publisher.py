@@ -24,6 +24,7 @@ from google.pubsub_v1.types import pubsub
 
 from common import config, log
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 
 # The generated client's retry codes for Publish; anything else (NOT_FOUND, PERMISSION_DENIED...) fails now.
 TRANSIENT = (
@@ -44,14 +45,15 @@ _Request = pubsub.PublishRequest.pb()
 _Message = pubsub.PubsubMessage.pb()
 Group = tuple[str, str, int]  # (topic path, user, part): one Publish request
 Chain = tuple[str, str]  # (topic path, user): its parts, published one after the other
+Published = Envelope | PartSent  # a PartSent's user is "": no ordering key
 
 
-def by_request(items: Iterable[tuple[str, Envelope]], project: str) -> dict[Group, list[Envelope]]:
+def by_request(items: Iterable[tuple[str, Published]], project: str) -> dict[Group, list[Published]]:
     """The Publish requests to make: one per topic and user (parts of MAX_MESSAGES beyond that),
     each user's envelopes in their order.
 
     Google's Pub/Sub refuses a request that mixes ordering keys (the emulator accepts it)."""
-    by_user: dict[Chain, list[Envelope]] = {}
+    by_user: dict[Chain, list[Published]] = {}
     for topic, envelope in items:
         by_user.setdefault((f"projects/{project}/topics/{topic}", envelope.user), []).append(envelope)
     return {
@@ -75,7 +77,7 @@ class Publisher:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def publish_all(self, items: Iterable[tuple[str, Envelope]]) -> int:
+    def publish_all(self, items: Iterable[tuple[str, Published]]) -> int:
         """Publish (topic, envelope) pairs; return how many, or raise PublishError.
 
         Every user's first request goes out at once; a user's next part only once the one before
@@ -107,7 +109,7 @@ class Publisher:
         return count
 
     def _chain(
-        self, parts: list[Group], groups: dict[Group, list[Envelope]], deadline: float
+        self, parts: list[Group], groups: dict[Group, list[Published]], deadline: float
     ) -> dict[Group, str]:
         """Publish one user's parts in order; return those not confirmed, each with why."""
         for index, group in enumerate(parts):
@@ -119,7 +121,7 @@ class Publisher:
                 return {group: why} | {later: "an earlier part failed" for later in parts[index + 1 :]}
         return {}
 
-    def _publish(self, group: Group, envelopes: list[Envelope], deadline: float) -> None:
+    def _publish(self, group: Group, envelopes: list[Published], deadline: float) -> None:
         """One Publish request, tried again on a transient failure (backing off) until the deadline."""
         path, user, _ = group
         messages = [

@@ -144,10 +144,12 @@ class GraphClient:
         body: str,
         reply_to: str | None = None,
         timeout: float | None = None,
+        callback: str | None = None,
     ) -> str:
-        """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id."""
+        """Send one text (≤ 4096 characters), quoted to `reply_to`; returns the new message id.
+        `callback` (≤ 512 characters) comes back in the message's statuses."""
         text = {"body": body, "preview_url": False}
-        return self._message(phone_number_id, to, "text", text, reply_to, timeout)
+        return self._message(phone_number_id, to, "text", text, reply_to, timeout, callback)
 
     def send_audio(
         self,
@@ -156,10 +158,11 @@ class GraphClient:
         media_id: str,
         reply_to: str | None = None,
         timeout: float | None = None,
+        callback: str | None = None,
     ) -> str:
         """Send an uploaded OGG/Opus file as a voice note (`voice: true`: the round play button)."""
         audio = {"id": media_id, "voice": True}
-        return self._message(phone_number_id, to, "audio", audio, reply_to, timeout)
+        return self._message(phone_number_id, to, "audio", audio, reply_to, timeout, callback)
 
     def send_buttons(
         self,
@@ -169,6 +172,7 @@ class GraphClient:
         buttons: list[tuple[str, str]],
         reply_to: str | None = None,
         timeout: float | None = None,
+        callback: str | None = None,
     ) -> str:
         """Send reply buttons (`interactive.type: button`): `buttons` are (id, title) pairs, at
         most 3, each title at most 20 characters and the body at most 1024 (Meta's limits: a
@@ -184,7 +188,7 @@ class GraphClient:
             "body": {"text": body[:MAX_BUTTON_BODY]},
             "action": {"buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in buttons]},
         }
-        return self._message(phone_number_id, to, "interactive", interactive, reply_to, timeout)
+        return self._message(phone_number_id, to, "interactive", interactive, reply_to, timeout, callback)
 
     def _message(
         self,
@@ -194,6 +198,7 @@ class GraphClient:
         content: dict[str, Any],
         reply_to: str | None,
         timeout: float | None,
+        callback: str | None = None,
     ) -> str:
         """POST one message of `kind` (its `content` under that key); returns the new message id."""
         payload: dict[str, Any] = {
@@ -205,6 +210,8 @@ class GraphClient:
         payload["recipient" if BSUID.match(to) else "to"] = to
         if reply_to:
             payload["context"] = {"message_id": reply_to}
+        if callback:
+            payload["biz_opaque_callback_data"] = callback
         url = f"{self.root}/{digits(phone_number_id, 'phone number id')}/messages"
         answer = self._call("POST", url, timeout=timeout, json=payload).json()
         messages = answer.get("messages") if isinstance(answer, dict) else None

@@ -123,6 +123,7 @@ class Status:
     conversation_id: str | None = None
     pricing_category: str | None = None
     errors: tuple[ErrorDetail, ...] = ()
+    callback: str | None = None  # the `biz_opaque_callback_data` the message was sent with
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +325,7 @@ def _parse_status(item: Any, phone_number_id: str) -> Status:
         conversation_id=as_text(conversation.get("id")),
         pricing_category=as_text(pricing.get("category")),
         errors=parse_errors(item.get("errors")),
+        callback=as_text(item.get("biz_opaque_callback_data")),
     )
 
 

@@ -8,7 +8,8 @@ A new capability is a new step in `Pipeline.steps`, not a branch in an old one.
 
 Claims: a failure ends the lease at once (if still ours) and propagates (Pub/Sub redelivers, and
 the retry takes over at once); a claim lost to another attempt (`LostClaim`, a frozen process)
-stops quietly and is acknowledged. Every attempt has a deadline shorter than the lease.
+stops quietly and is acknowledged. Every attempt has a deadline, and a heartbeat renews its
+claim's short lease while the steps run (common/store/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from common.responder.turn import Kind, classify
 from common.responder.voice_reply import VoiceReplies
 from common.store.claims import Claims, LostClaim, Outcome
 from common.store.db import set_deadline
+from common.store.heartbeat import Heartbeat
 from common.store.history import History
 
 
@@ -132,7 +134,8 @@ class Pipeline:
             log.warning("taking over an abandoned claim", **fields, parts_sent=claim.parts_sent)
         try:
             try:
-                self._answer(replace(draft, claim=claim), steps)
+                with Heartbeat(claims, turn.message_id, claim, draft.deadline):
+                    self._answer(replace(draft, claim=claim), steps)
             except LostClaim:
                 raise
             except Exception:

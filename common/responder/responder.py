@@ -9,13 +9,17 @@ in the history before it is sent, so an attempt that takes over a crashed one re
 the first unsent part instead of asking the model again. The history read overlaps the claim
 (a read is no side effect) and the read receipt the model call.
 
-Every attempt has a deadline (`ATTEMPT_TIMEOUT_SECONDS`) shorter than the claim's lease by at
-least `CLAIM_LEASE_MARGIN_SECONDS`: while it runs, nobody can take the claim over, and the model,
-Graph and Firestore timeouts (the Firestore client's retries included) are cut to what is left of
-it. An attempt past its deadline stores and sends nothing more; one whose claim was taken over
-anyway (a frozen process) stops at its next fenced write (`LostClaim`) and is acknowledged. A
-part Meta accepted counts as sent at once: a progress or `done` write that fails after the
-client's retries leaves the release to record it, so the redelivery does not send it again.
+Every attempt has a deadline (`ATTEMPT_TIMEOUT_SECONDS`), and holds its claim under a short
+lease that a heartbeat renews while it works (common/store/lease.py, heartbeat.py): a crashed
+attempt's message is taken over one lease later, a living one never. The model, Graph and
+Firestore timeouts (the Firestore client's retries included) are cut to what is left of the
+deadline, and every store and send to what the lease lets the attempt do: past either it stores
+and sends nothing more; one whose claim was taken over anyway (a frozen process) stops at its next
+store, send or fenced write (`LostClaim`) and is acknowledged. A part Meta accepted counts as
+sent at once: a progress or `done` write that fails after the client's retries leaves the release
+to record it, so the redelivery does not send it again; a part accepted by an attempt that died
+before it could record it is known by Meta's status of it (each part carries callback data:
+common/store/sent_parts.py), which reaches `part_sent` on a subscription of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from common import config
 from common.actions.setup import Actions
 from common.ai.llm import ChatModel
 from common.bus.envelope import Envelope
+from common.bus.part_sent import PartSent
 from common.knowledge.retrieval import Knowledge
 from common.meta.graph import GraphClient
 from common.responder import texts
@@ -38,21 +43,21 @@ from common.responder.voice_reply import VoiceReplies
 from common.store import db as store
 from common.store.claims import Claims
 from common.store.history import Budget, History
+from common.store.lease import BadLease, Lease
 
 __all__ = ["Responder", "RetryLater", "timing"]
 
 
-def timing() -> tuple[float, float]:
-    """(attempt seconds, lease seconds); refuses a lease that an attempt could outlive."""
+def timing() -> tuple[float, Lease]:
+    """(attempt seconds, the claims' lease); refuses settings under which a living attempt could
+    lose its claim (common/store/lease.py)."""
     attempt = config.number("ATTEMPT_TIMEOUT_SECONDS", 120)
-    lease = config.number("CLAIM_LEASE_SECONDS", 180)
-    margin = config.number("CLAIM_LEASE_MARGIN_SECONDS", 30)
-    if attempt <= 0 or lease < attempt + margin:
-        raise RuntimeError(
-            f"CLAIM_LEASE_SECONDS={lease:g} must be at least ATTEMPT_TIMEOUT_SECONDS={attempt:g}"
-            f" + {margin:g} (CLAIM_LEASE_MARGIN_SECONDS), and the attempt timeout positive"
-        )
-    return attempt, lease
+    if attempt <= 0:
+        raise RuntimeError(f"ATTEMPT_TIMEOUT_SECONDS={attempt:g} must be positive")
+    try:
+        return attempt, Lease.from_env()
+    except BadLease as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 class Responder:
@@ -62,9 +67,8 @@ class Responder:
         self.attempt_seconds, lease = timing()
         db = store.client()
         days = timedelta(days=1)
-        self.claims = Claims(
-            db, lease=timedelta(seconds=lease), ttl=config.number("CLAIM_TTL_DAYS", 7) * days
-        )
+        ttl, wait = config.number("CLAIM_TTL_DAYS", 7) * days, config.number("STATUS_WAIT_SECONDS", 5)
+        self.claims = Claims(db, lease, ttl, status_wait=wait)
         budget = Budget(
             int(config.number("HISTORY_MAX_TURNS", 20)), int(config.number("HISTORY_MAX_CHARS", 12000))
         )
@@ -91,3 +95,7 @@ class Responder:
     def give_up(self, envelope: Envelope) -> None:
         """Every retry is spent (a delivery from the dead-letter topic): tell the user, once."""
         self.pipeline.give_up(envelope)
+
+    def part_sent(self, part: PartSent) -> None:
+        """Meta reported a part of a reply sent or delivered: a takeover will not send it again."""
+        self.claims.sent.record(part.claim_id, part.part)

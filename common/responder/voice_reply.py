@@ -120,10 +120,12 @@ class VoiceReplies:
         quote: str | None,
         deadline: float,
         last_chance: bool = False,
+        callback: str | None = None,
     ) -> bool:
-        """Speak, upload and send the voice part (or its text when it cannot be spoken); False
-        when nothing was sent (`both`: the text follows anyway). GraphError and, unless this is the
-        last chance (dead-lettered), SpeechUnavailable propagate: the message is retried."""
+        """Speak, upload and send the voice part (or its text when it cannot be spoken), with the
+        part's `callback` data; False when nothing was sent (`both`: the text follows anyway).
+        GraphError and, unless this is the last chance (dead-lettered), SpeechUnavailable
+        propagate: the message is retried."""
         fields = {"message_id": envelope.message_id}
         if not claim.media_id:
             try:
@@ -134,7 +136,7 @@ class VoiceReplies:
                 log.warning(
                     "speech failed: answering in text", **fields, reason=str(exc), chars=len(part.text)
                 )
-                return self._written(envelope, part, quote, deadline)
+                return self._written(envelope, part, quote, deadline, callback)
             try:
                 claim.media_id = self.graph.upload_media(
                     envelope.phone_number_id, note.data, "audio/ogg", "voice.ogg", timeout=_left(deadline)
@@ -145,7 +147,7 @@ class VoiceReplies:
                 log.warning(
                     "voice note refused: answering in text", **fields, code=exc.code, status=exc.status
                 )
-                return self._written(envelope, part, quote, deadline)
+                return self._written(envelope, part, quote, deadline, callback)
             log.info(
                 "voice note uploaded",
                 **fields,
@@ -154,15 +156,27 @@ class VoiceReplies:
                 reencoded=note.reencoded,
             )
         self.graph.send_audio(
-            envelope.phone_number_id, envelope.to, claim.media_id, reply_to=quote, timeout=_left(deadline)
+            envelope.phone_number_id,
+            envelope.to,
+            claim.media_id,
+            reply_to=quote,
+            timeout=_left(deadline),
+            callback=callback,
         )
         return True
 
-    def _written(self, envelope: Envelope, part: Part, quote: str | None, deadline: float) -> bool:
+    def _written(
+        self, envelope: Envelope, part: Part, quote: str | None, deadline: float, callback: str | None
+    ) -> bool:
         """The voice part as text where it stands for the words (`voice`); `both` writes them anyway."""
         if part.fallback:
             self.graph.send_text(
-                envelope.phone_number_id, envelope.to, part.text, reply_to=quote, timeout=_left(deadline)
+                envelope.phone_number_id,
+                envelope.to,
+                part.text,
+                reply_to=quote,
+                timeout=_left(deadline),
+                callback=callback,
             )
         return part.fallback
 

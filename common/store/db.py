@@ -11,7 +11,9 @@ writes retry UNAVAILABLE and RESOURCE_EXHAUSTED, reads also DEADLINE_EXCEEDED an
 timeout, both cut to what is left of the attempt's deadline (`set_deadline`, set by the responder
 at the start of each attempt): a Firestore call never outlives the attempt that made it. The
 writes that end an attempt past its deadline (release, done) still get FLOOR seconds; without a
-deadline (the transcriber) a call gets DEFAULT_SECONDS.
+deadline (the transcriber) a call gets DEFAULT_SECONDS. While an attempt holds a claim, its calls
+are also cut to the time its lease lets it act (`bound_by`, common/store/heartbeat.py): a write
+it started is over before another attempt may take the message over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from google.api_core import exceptions
@@ -36,6 +39,9 @@ _READ_RETRIED = (*_WRITE_RETRIED, exceptions.DeadlineExceeded, exceptions.Intern
 _client: firestore.Client | None = None
 _lock = threading.Lock()
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("firestore_deadline", default=None)
+_bound: contextvars.ContextVar[Callable[[], float] | None] = contextvars.ContextVar(
+    "firestore_bound", default=None
+)
 
 
 def client() -> firestore.Client:
@@ -54,8 +60,20 @@ def set_deadline(deadline: float | None) -> None:
     _deadline.set(deadline)
 
 
+def bound_by(until: Callable[[], float] | None) -> contextvars.Token[Callable[[], float] | None]:
+    """Also cut this context's calls to `until()` (time.monotonic(), read at each call: a lease
+    that renewals push back); returns the token that `unbind` takes to lift it."""
+    return _bound.set(until)
+
+
+def unbind(token: contextvars.Token[Callable[[], float] | None]) -> None:
+    _bound.reset(token)
+
+
 def seconds_left() -> float:
-    deadline = _deadline.get()
+    deadline, bound = _deadline.get(), _bound.get()
+    if bound is not None:
+        deadline = bound() if deadline is None else min(deadline, bound())
     if deadline is None:
         return DEFAULT_SECONDS
     return max(deadline - time.monotonic(), FLOOR)

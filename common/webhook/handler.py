@@ -6,6 +6,10 @@ and a text on another could reach the model in either order; on one ordered topi
 takes a user's messages one at a time and hands each on to the text topic (a transcript, or the
 message unchanged) before it is given the next. Framework-free: takes plain values, returns (body,
 status, headers), which Flask accepts as is.
+
+Statuses are logged and acknowledged; the `sent`/`delivered` of a part of our own reply (its
+callback data: common/bus/part_sent.py) is also published to TOPIC_STATUS, with no ordering key,
+so that it never waits behind the user's messages (the responder records it).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import json
 from collections.abc import Callable, Mapping
 
 from common import config, log
-from common.bus.envelope import Envelope
-from common.bus.publisher import PublishError
+from common.bus.part_sent import PartSent
+from common.bus.publisher import Published, PublishError
 from common.guard.admission import admit, admit_echo
 from common.guard.echoes import parse_echoes
 from common.guard.policy import Policy
@@ -24,7 +28,7 @@ from common.meta.payload import MessageType, Notification, NotWhatsApp, parse_no
 from common.meta.signature import Verdict, verify
 
 Response = tuple[str, int, dict[str, str]]
-PublishAll = Callable[[list[tuple[str, Envelope]]], int]
+PublishAll = Callable[[list[tuple[str, Published]]], int]
 
 # Logged, never published; every other type (and types Meta adds later) is, for the responder to
 # decide what to say.
@@ -85,7 +89,21 @@ def receive(raw_body: bytes, signature: str | None, app_secret: str, publish_all
         log.info(
             "message queued", message_id=envelope.message_id, type=envelope.type, user=log.mask(envelope.user)
         )
-    return reply(200, status="ok", published=published)
+    return reply(200, status="ok", published=published + queue_part_statuses(notification, publish_all))
+
+
+def queue_part_statuses(notification: Notification, publish_all: PublishAll) -> int:
+    """Our parts' `sent`/`delivered` statuses, to the responder. Best effort: a lost one only means
+    that a takeover after a crash may send that part again, so it never fails the POST."""
+    topic = config.get("TOPIC_STATUS") or ""
+    found = [(topic, c) for s in notification.statuses if (c := PartSent.of(s.callback, s.raw_status))]
+    if not found:
+        return 0
+    try:
+        return publish_all(list(found))
+    except PublishError as exc:
+        log.warning("part statuses not queued", count=len(found), reason=str(exc))
+        return 0
 
 
 @functools.cache

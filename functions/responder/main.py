@@ -15,11 +15,12 @@ from werkzeug.exceptions import InternalServerError
 from common import log, startup  # startup before the SDKs: pauses the collector
 from common.actions import spec
 from common.ai import openai_client
-from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered
+from common.bus.events import BadEvent, envelope_from_event, is_dead_lettered, part_sent_from_event
+from common.bus.part_sent import PartSent
 from common.responder import voice_reply
 from common.responder.responder import Responder, RetryLater, timing
 
-timing()  # refuse a lease an attempt could outlive when the instance starts, not at the first message
+timing()  # refuse a lease a living attempt could lose when the instance starts, not at the first message
 voice_reply.settings()  # and a voice setting it could not act on
 openai_client.base_url()  # and an OPENAI_BASE_URL the API key may not be sent to
 spec.configured()  # and an ACTIONS_FILE it could not use: the error names the action and the problem
@@ -41,8 +42,12 @@ def responder() -> Responder:
 
 @functions_framework.cloud_event
 def respond(event: CloudEvent) -> None:
-    """Return = ack. Raise = nack: Pub/Sub redelivers (only for what a retry can fix)."""
+    """Return = ack. Raise = nack: Pub/Sub redelivers (only for what a retry can fix). The status
+    subscription brings Meta's word that a part went out (common/bus/part_sent.py)."""
     try:
+        part = part_sent_from_event(event.data)
+        if part is not None:
+            return _record(part)
         envelope = envelope_from_event(event.data)
     except BadEvent as exc:
         log.error("dropped an undecodable event", reason=str(exc), event_id=event.get("id"))
@@ -57,4 +62,12 @@ def respond(event: CloudEvent) -> None:
         raise InternalServerError() from None
     except Exception as exc:  # a fault of ours or an outage (Firestore): logged without a traceback
         log.error("failed: will be redelivered", message_id=envelope.message_id, **log.failure(exc))
+        raise InternalServerError() from None
+
+
+def _record(part: PartSent) -> None:
+    try:
+        responder().part_sent(part)
+    except Exception as exc:  # Firestore: the status is pushed again
+        log.warning("part's status not recorded: will be redelivered", **log.failure(exc))
         raise InternalServerError() from None

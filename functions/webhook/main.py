@@ -8,8 +8,7 @@ import functions_framework
 from flask import Request
 
 from common import config, log, startup  # startup first: pauses the collector
-from common.bus.envelope import Envelope
-from common.bus.publisher import Publisher
+from common.bus.publisher import Published, Publisher
 from common.webhook.handler import Response, handshake, receive, reply
 
 _publisher: Publisher | None = None  # one Pub/Sub client per instance, created on first POST
@@ -18,7 +17,7 @@ _warned_no_secret = False
 startup.done()  # imports done; the Pub/Sub client is frozen too once built
 
 
-def _publish_all(items: list[tuple[str, Envelope]]) -> int:
+def _publish_all(items: list[tuple[str, Published]]) -> int:
     global _publisher
     if _publisher is None:
         with _lock:

@@ -20,6 +20,7 @@ from local.simulator.meta import Meta
 from local.simulator.state import PHONE_NUMBER_ID, ChatMessage, Store, wamid
 
 MAX_TEXT = 4096
+MAX_CALLBACK = 512  # biz_opaque_callback_data, returned in the message's statuses
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # audio's limit for sending, as WhatsApp's
 URL_SECONDS = 300  # media urls expire after ~5 minutes, as Meta's do
 VERSION = re.compile(r"^v\d+\.\d+$")
@@ -174,6 +175,11 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
         if context and context not in store.messages:
             return param_error("Invalid context message_id")
         extra = {} if kind == "text" else {kind: payload.get(kind)}
+        callback = payload.get("biz_opaque_callback_data")
+        if callback is not None and (not isinstance(callback, str) or len(callback) > MAX_CALLBACK):
+            return param_error(
+                f"biz_opaque_callback_data must be a string of at most {MAX_CALLBACK} characters"
+            )
         audio = payload.get("audio") if kind == "audio" and isinstance(payload.get("audio"), dict) else None
         media = store.media.get(str(audio.get("id"))) if audio else None
         if kind == "audio" and media is None:
@@ -192,6 +198,7 @@ def blueprint(store: Store, meta: Meta, token: str, urls: MediaUrls) -> Blueprin
                 media_id=media.id if media else None,
                 mime_type=media.mime_type if media else None,
                 voice=bool(audio and audio.get("voice")),
+                callback=callback,
             )
         )
         meta.report(user, message, "sent")

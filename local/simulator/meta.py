@@ -1,7 +1,8 @@
 """The simulator playing Meta: webhook payloads as Meta builds them, signed and POSTed to the webhook.
 
 Like Meta, it retries a POST that is not answered 200 (here with back-off over about 15 s, not
-for days), and it reports the bot's own messages back as statuses: sent, delivered, read.
+for days), and it reports the bot's own messages back as statuses: sent, delivered, read, each
+with the callback data the bot sent the message with.
 Its log lines name a message as every function does: common.log turns `message_id` into its digest
 (a wamid holds a phone number).
 """
@@ -87,6 +88,8 @@ def status_payload(user: User, message: ChatMessage, status: str) -> dict[str, A
     }
     if status != "read":
         item["pricing"] = {"billable": True, "pricing_model": "PMP", "type": "free_customer_service"}
+    if message.callback:
+        item["biz_opaque_callback_data"] = message.callback
     return notification({"statuses": [item]})
 
 

@@ -81,6 +81,7 @@ class ChatMessage:
     error: str | None = None
     seq: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # other message types, as the bot sent them
+    callback: str | None = None  # the bot's biz_opaque_callback_data: its statuses carry it back
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,6 +41,7 @@ FUNCTIONS = {  # name: (entry point, signature type, trigger topic, secrets it r
 }
 PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
 APOLOGY = "whatsbot-dead-letter-apology"  # dead letters pushed to the responder
+STATUS = "whatsbot-status-push"  # Meta's confirmations of sent parts, pushed to the responder
 RESPONDER_URL = "https://whatsbot-responder-fakehash-uc.a.run.app"  # the fake's serviceConfig.uri
 
 

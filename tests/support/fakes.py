@@ -20,6 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from common.meta.signature import sign
 from local import offline_embeddings
 
 # What the speech stand-in answers unless a test sets FakeOpenAI.speech: a real voice note.
@@ -196,10 +199,15 @@ def graph_error(code: int, message: str = "error") -> dict[str, Any]:
 
 
 class FakeGraph(FakeServer):
-    """The parts of the WhatsApp Cloud API the functions use: send, mark read, media."""
+    """The parts of the WhatsApp Cloud API the functions use: send, mark read, media; and, once
+    told where the webhook is (`report_statuses`), Meta's `sent` and `delivered` statuses of each
+    message it accepted, posted signed to the webhook as Meta posts them."""
 
     def __init__(self, token: str = "test-whatsapp-token", version: str = "v25.0") -> None:
         self.token, self.version = token, version
+        self.status_webhook: tuple[str, str] | None = None  # (url, app secret)
+        self.statuses_posted: list[tuple[str, int]] = []  # (status, the webhook's answer)
+        self.status_delay = 0.05
         self.media: dict[str, tuple[bytes, str, int]] = {}  # id -> (bytes, mime type, declared size)
         self.media_urls: dict[str, str] = {}  # id -> download url to name instead of our own
         self._ids = itertools.count(1)
@@ -211,6 +219,7 @@ class FakeGraph(FakeServer):
         super().reset()
         with self.lock:
             self.ids.clear()
+            self.statuses_posted.clear()
 
     def message_ids(self) -> list[str]:
         """The ids the accepted messages were given (what a reply or a tap names as context)."""
@@ -223,6 +232,44 @@ class FakeGraph(FakeServer):
     def point_media(self, media_id: str, url: str) -> None:
         """Name `url` as the download url of `media_id` (another host, plain http, ...)."""
         self.media_urls[media_id] = url
+
+    def report_statuses(self, webhook_url: str | None, app_secret: str = "", after: float = 0.05) -> None:
+        """From now on (None: no longer) report every accepted message to the webhook, `after`
+        seconds after accepting it."""
+        self.status_webhook = (webhook_url, app_secret) if webhook_url else None
+        self.status_delay = after
+
+    def _report(self, payload: dict[str, Any], wamid: str) -> None:
+        """Meta's statuses of an accepted message, in the background, after its answer: `sent`
+        then `delivered`, each in its own signed POST, with the message's callback data."""
+        if self.status_webhook is None or payload.get("status") == "read":
+            return
+        url, secret = self.status_webhook
+        metadata = {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"}
+
+        def post() -> None:
+            for status in ("sent", "delivered"):
+                item = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
+                item["recipient_id"] = str(payload.get("to") or payload.get("recipient") or "")
+                if payload.get("biz_opaque_callback_data"):
+                    item["biz_opaque_callback_data"] = payload["biz_opaque_callback_data"]
+                value = {"messaging_product": "whatsapp", "metadata": metadata, "statuses": [item]}
+                body = json.dumps(
+                    {
+                        "object": "whatsapp_business_account",
+                        "entry": [
+                            {"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}
+                        ],
+                    }
+                ).encode()
+                headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+                try:
+                    answer = requests.post(url, data=body, headers=headers, timeout=10)
+                    self.statuses_posted.append((status, answer.status_code))
+                except requests.RequestException:
+                    self.statuses_posted.append((status, 0))
+
+        threading.Timer(self.status_delay, post).start()
 
     def sent(self) -> list[dict[str, Any]]:
         """Every text message accepted (2xx), in order of arrival."""
@@ -281,6 +328,7 @@ class FakeGraph(FakeServer):
             wamid = f"wamid.FAKE{next(self._ids):08d}"
             with self.lock:
                 self.ids.append(wamid)
+            self._report(payload, wamid)
             return Answer(
                 200,
                 {

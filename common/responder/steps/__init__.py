@@ -83,12 +83,13 @@ def run(steps: tuple[Step, ...], draft: Draft) -> Draft:
     return draft
 
 
-def left(deadline: float) -> float:
-    """Seconds left in this attempt; past its deadline, stop (the claim is released, retried)."""
+def left(deadline: float, claim: Claim | None = None) -> float:
+    """Seconds left in this attempt, and, given its claim, within what the claim's lease lets it
+    do (common/store/lease.py); past either, stop (the claim is released, retried)."""
     seconds = deadline - time.monotonic()
     if seconds <= 0:
         raise RetryLater("the attempt's deadline has passed")
-    return seconds
+    return seconds if claim is None else min(seconds, claim.acting())
 
 
 def auth_failure(turn: Turn, exc: GraphError) -> RetryLater:

@@ -4,11 +4,15 @@ The Graph error policy of a reply, by code (common/meta/graph.py): retriable →
 and the retry sends from the first part not yet sent; a token or permission error → an outage
 (alerted, never done, retried until the dead-letter topic); anything else → logged and
 acknowledged (a redelivery could not do better). Firestore: 1 fenced write after each part but
-the last (the claim's `partsSent`), so a retry never sends a part twice.
+the last (the claim's `partsSent`), so a retry never sends a part twice. Each part is sent within
+what the claim's lease lets the attempt do, and carries callback data that Meta's statuses bring
+back (common/store/sent_parts.py): a takeover skips a part the attempt before it had accepted
+but could not record, once Meta said it took it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from common import log
@@ -79,15 +83,19 @@ class Send:
             return
         parts = capped(self.voice.parts(envelope, reply, draft.conversation), self.guard.cap)
         start = 0 if draft.from_start else claim.parts_sent
+        if not draft.from_start:  # a part the attempt before may have had accepted: taken?
+            start = self.claims.resume_at(envelope.message_id, claim, start, len(parts))
         fields = {"message_id": envelope.message_id}
         quoted = start > 0
         for index in range(start, len(parts)):
-            timeout = left(draft.deadline)
+            timeout = left(draft.deadline, claim)  # the part is over before the lease could end
             quote = None if quoted else envelope.message_id
+            callback = self.claims.callback(envelope.message_id, index)
+            claim.sending = index
             try:
                 if parts[index].kind == "voice":
-                    last = draft.last_chance
-                    quoted = self.voice.send(envelope, claim, parts[index], quote, draft.deadline, last)
+                    until, last = time.monotonic() + timeout, draft.last_chance
+                    quoted = self.voice.send(envelope, claim, parts[index], quote, until, last, callback)
                 else:
                     self.graph.send_text(
                         envelope.phone_number_id,
@@ -95,15 +103,19 @@ class Send:
                         parts[index].text,
                         reply_to=quote,
                         timeout=timeout,
+                        callback=callback,
                     )
                     quoted = True
             except SpeechUnavailable as exc:
+                claim.sending = None  # nothing was sent: speech comes first
                 log.warning("speech unavailable: Pub/Sub will redeliver", **fields, reason=str(exc))
                 raise RetryLater(f"speech unavailable: {exc}") from exc
             except GraphError as exc:
+                if exc.status:  # Meta answered, with an error: the part was not accepted
+                    claim.sending = None
                 _failed(draft, exc, fields, index)
                 return
-            claim.parts_sent = index + 1  # accepted: a release records it if the write below fails
+            claim.parts_sent, claim.sending = index + 1, None  # accepted: a release records it
             if index + 1 < len(parts):
                 self.claims.progress(envelope.message_id, claim, index + 1)
         log.info("reply sent", **fields, parts=len(parts))
@@ -112,8 +124,9 @@ class Send:
         """The question of a `confirm: true` action, with its yes and no buttons, as one message."""
         envelope, claim = draft.turn.envelope, draft.owned
         fields = {"message_id": envelope.message_id}
-        if claim.parts_sent and not draft.from_start:
-            return  # an earlier attempt sent it
+        if not draft.from_start and self.claims.resume_at(envelope.message_id, claim, claim.parts_sent, 1):
+            return  # an earlier attempt sent it (recorded, or Meta said it took it)
+        claim.sending = 0
         try:
             self.graph.send_buttons(
                 envelope.phone_number_id,
@@ -121,12 +134,15 @@ class Send:
                 question,
                 buttons,
                 reply_to=envelope.message_id,
-                timeout=left(draft.deadline),
+                timeout=left(draft.deadline, claim),
+                callback=self.claims.callback(envelope.message_id, 0),
             )
         except GraphError as exc:
+            if exc.status:  # Meta answered, with an error: not accepted
+                claim.sending = None
             _failed(draft, exc, fields, 0)
             return
-        claim.parts_sent = 1
+        claim.parts_sent, claim.sending = 1, None
         log.info("question sent", **fields)
 
 

@@ -25,7 +25,7 @@ class Store:
         assert said is not None, "Store runs after Read"
         assert conversation is not None, "Store runs after Recall"
         assert reply is not None, "Store runs after Ask"
-        left(draft.deadline)  # a late answer is not stored: the retry asks again
+        left(draft.deadline, draft.owned)  # a late answer is not stored: the retry asks again
         self.overlap.wait()  # a token error on the read receipt: nothing stored
         new_turns: list[Turn] = [
             {"role": "user", "content": said.stand_in, "messageId": turn.message_id},
