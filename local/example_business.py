@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
-import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from common import config, log
+from local import serving
 
 DEFAULT_TOKEN = "local-business-token"  # noqa: S105 - a local stand-in (EXAMPLE_BUSINESS_TOKEN)
 ORDERS = {
@@ -147,19 +147,7 @@ def main() -> int:
     port = int(config.get("EXAMPLE_BUSINESS_PORT", "8092") or 8092)
     shop = Shop(token=config.get("EXAMPLE_BUSINESS_TOKEN") or DEFAULT_TOKEN)
     server = ThreadingHTTPServer(("127.0.0.1", port), handler(shop))
-    server.daemon_threads = True
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("example business: listening", url=f"http://127.0.0.1:{port}")
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.run(server, "example business", url=f"http://127.0.0.1:{port}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +22,7 @@ from typing import Any
 
 from common import config, log
 from common.knowledge import grounding
-from local import offline_embeddings, offline_media, offline_speech, offline_tools
+from local import offline_embeddings, offline_media, offline_speech, offline_tools, serving
 
 LABEL = "[offline stand-in model]"
 MODEL = "offline-stand-in"
@@ -186,19 +185,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> int:
     port = int(config.get("OFFLINE_MODEL_PORT", "8091") or 8091)
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("offline model: listening", url=f"http://127.0.0.1:{port}/v1")
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.run(server, "offline model", url=f"http://127.0.0.1:{port}/v1")
 
 
 if __name__ == "__main__":

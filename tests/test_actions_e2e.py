@@ -4,10 +4,7 @@ arguments; a capped answer; confirmation with buttons and a double tap."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ from local.example_business import DEFAULT_TOKEN
 from local.functions import FunctionProcess, serve
 from tests.conftest import stand_in_env
 from tests.support.business import FakeBusiness
-from tests.support.delivery import deliver, killer, redeliver_until_answered
+from tests.support.delivery import deliver, doomed_responder, killer, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI, Recorded
 from tests.support.tool_model import calling, last, tool_results
 
@@ -83,11 +80,8 @@ def responder(env: dict[str, str]) -> Iterator[FunctionProcess]:
 
 @pytest.fixture
 def doomed(env: dict[str, str]) -> Iterator[FunctionProcess]:
-    function = serve("responder", env)
-    yield function
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(function.process.pid, signal.SIGCONT)
-    function.stop()
+    with doomed_responder(env) as function:
+        yield function
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from common.store.claims import doc_id
 from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from tests.conftest import stand_in_env
-from tests.support.delivery import deliver, killer, redeliver_until_answered
+from tests.support.delivery import deliver, doomed_responder, killer, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI, graph_error
 from tests.support.wait import wait_for
 
@@ -61,11 +61,8 @@ def responder(env: dict[str, str]) -> Iterator[FunctionProcess]:
 @pytest.fixture
 def doomed(env: dict[str, str]) -> Iterator[FunctionProcess]:
     """A second instance, killed or frozen by the test."""
-    function = serve("responder", env)
-    yield function
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(function.process.pid, signal.SIGCONT)
-    function.stop()
+    with doomed_responder(env) as function:
+        yield function
 
 
 def envelope(words: str = "what time is it?", user: str = SENDER) -> Envelope:

@@ -9,7 +9,6 @@ Run routes it to a new one).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -27,7 +26,7 @@ from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import DeadLetters, wire_push
 from tests.conftest import PROJECT, stand_in_env
-from tests.support.delivery import deliver, redeliver_until_answered
+from tests.support.delivery import deliver, doomed_responder, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.wait import wait_for
 
@@ -50,11 +49,8 @@ def responder(env: dict[str, str]) -> Iterator[FunctionProcess]:
 
 @pytest.fixture
 def doomed(env: dict[str, str]) -> Iterator[FunctionProcess]:
-    function = serve("responder", env)
-    yield function
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(function.process.pid, signal.SIGCONT)
-    function.stop()
+    with doomed_responder(env) as function:
+        yield function
 
 
 def envelope(words: str = "what time is it?") -> Envelope:

@@ -10,10 +10,7 @@ takes over and sends only what Meta did not report taken.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +27,7 @@ from local import emulators as emu
 from local.functions import FunctionProcess, serve
 from local.topics import wire_push
 from tests.conftest import APP_SECRET, PROJECT, stand_in_env
-from tests.support.delivery import deliver, killer, redeliver_until_answered
+from tests.support.delivery import deliver, doomed_responder, killer, redeliver_until_answered
 from tests.support.fakes import FakeGraph, FakeOpenAI
 from tests.support.tool_model import calling
 from tests.support.wait import wait_for
@@ -73,11 +70,8 @@ def statuses(
 
 @pytest.fixture
 def doomed(env: dict[str, str]) -> Iterator[FunctionProcess]:
-    function = serve("responder", env)
-    yield function
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(function.process.pid, signal.SIGCONT)
-    function.stop()
+    with doomed_responder(env) as function:
+        yield function
 
 
 def envelope(words: str) -> Envelope:

@@ -144,3 +144,16 @@ def test_without_a_knowledge_base_a_turn_makes_no_embeddings_request_and_with_on
     sync(db, model)  # the same instance (KNOWLEDGE_CACHE_SECONDS=0 here): the next turn is grounded
     assert deliver(responder, text(SATURDAY, user="15550005555")) == 200
     assert len(model.embeddings()) == 1
+
+
+def test_a_redelivery_of_an_answered_message_makes_no_second_embeddings_request(
+    responder: FunctionProcess, graph: FakeGraph, model: FakeOpenAI, db: firestore.Client
+) -> None:
+    """Meta's retries and an ordered redelivery bring answered messages back: their reply is in the
+    conversation read beside the claim, so nothing is looked up for them."""
+    sync(db, model)
+    envelope = text(SATURDAY, user="15550006666")
+    assert deliver(responder, envelope) == 200
+    assert deliver(responder, envelope) == 200
+    assert len(graph.sent()) == 1
+    assert len(model.embeddings()) == 1

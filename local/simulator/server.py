@@ -13,7 +13,6 @@ import logging
 import queue
 import re
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -24,8 +23,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from common import config, log
+from common import config
 from common.guard import policy
+from local import serving
 from local.simulator import attachments, audio, graph_api, guard
 from local.simulator.meta import Meta, message_payload
 from local.simulator.state import ChatMessage, Store, User, wamid
@@ -237,16 +237,4 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     app = create_app(webhook_url, secret, token, simulator_token)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=NoDelayHandler)
-    server.daemon_threads = True  # open event streams do not hold up the exit
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("simulator: listening", url=f"http://127.0.0.1:{port}/", webhook=webhook_url)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+    return serving.run(server, "simulator", url=f"http://127.0.0.1:{port}/", webhook=webhook_url)

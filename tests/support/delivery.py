@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
 from common.bus.envelope import Envelope
 from common.bus.events import event_for
-from local.functions import FunctionProcess
+from local.functions import FunctionProcess, serve
 
 
 def deliver(
@@ -47,3 +48,15 @@ def redeliver_until_answered(
 def killer(function: FunctionProcess, sig: int = signal.SIGKILL) -> Callable[[], None]:
     """An action for a fake's hook: signal the function's whole process group (SIGKILL = a crash)."""
     return lambda: os.killpg(function.process.pid, sig)
+
+
+@contextlib.contextmanager
+def doomed_responder(env: dict[str, str]) -> Iterator[FunctionProcess]:
+    """A responder instance the test kills or freezes: thawed (if frozen), then stopped."""
+    function = serve("responder", env)
+    try:
+        yield function
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(function.process.pid, signal.SIGCONT)
+        function.stop()

@@ -34,8 +34,14 @@ class Ground:
         """The retrieval to start once the conversation is read; None when no model will be asked."""
         if draft.turn.kind not in FOR_THE_MODEL or draft.last_chance:
             return None
-        words = words_of(draft.turn)
-        return lambda conversation: self.knowledge.retrieve(conversation.turns, words, draft.deadline)
+        words, message_id = words_of(draft.turn), draft.turn.message_id
+
+        def retrieve(conversation: Conversation) -> Grounding:
+            if conversation.reply_to(message_id) is not None:  # answered already: no model call
+                return Grounding()  # so no embeddings call either (a redelivery of a done message)
+            return self.knowledge.retrieve(conversation.turns, words, draft.deadline)
+
+        return retrieve
 
     def __call__(self, draft: Draft) -> Draft:
         conversation = draft.conversation
