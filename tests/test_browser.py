@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -221,6 +222,19 @@ def test_a_form_on_another_site_cannot_post_to_the_simulator(stack: dev.Stack, b
     assert user not in [u["key"] for u in state["users"]]  # nothing reached the webhook
 
 
+def tap_yes(browser: WebDriver) -> None:
+    """Tap the first reply button; the page re-renders the chat when a tick arrives, so the button
+    found may be replaced before the click: find it again."""
+
+    def tap(driver: WebDriver) -> bool:
+        driver.find_element(By.CSS_SELECTOR, ".msg.bot .reply-button").click()
+        return True
+
+    WebDriverWait(
+        browser, 10, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(tap)
+
+
 def test_reply_buttons_are_rendered_and_a_tap_on_the_page_answers_them(
     stack: dev.Stack, browser: WebDriver
 ) -> None:
@@ -235,6 +249,6 @@ def test_reply_buttons_are_rendered_and_a_tap_on_the_page_answers_them(
     wait.until(lambda d: texts(d, ".msg.bot .reply-button"))
     assert texts(browser, ".msg.bot .reply-button") == ["Yes, go ahead", "No"]
     assert bot_texts(browser)[-1] == "Book a table for 2 on 2026-05-01 at 19:30?"
-    browser.find_element(By.CSS_SELECTOR, ".msg.bot .reply-button").click()
+    tap_yes(browser)
     wait.until(lambda d: any("book_table answered" in t for t in bot_texts(d)))
     assert texts(browser, ".msg.user .text.tap") == ["Yes, go ahead"]  # the tap, as the user's bubble
